@@ -1,0 +1,306 @@
+/**
+ * A driver-generic connection pool for Effect.
+ *
+ * A pool is built from a {@link Driver} (how to open, close and check one connection) inside a `Scope`: closing
+ * the scope shuts it down. Callers borrow with {@link withConnection} or the scoped {@link get}; a caller that
+ * must wait queues in strict FIFO order for up to `acquireTimeout`. State lives in STM (one `TRef` and a `TQueue`
+ * of waiters), so an acquire and a release are one transaction each and a released connection goes straight to
+ * the oldest waiter. Background fibers in the pool's scope, driven by `Clock`, reap idle and expired connections,
+ * keep `minSize` open with jittered backoff, and time out waiters.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ConnectionPool } from "@connection-pool/core"
+ *
+ * class Db extends ConnectionPool.Tag("app/Db")<Db, Client>() {}
+ *
+ * const DbLive = Db.layer({ driver: clientDriver, maxSize: 10 })
+ *
+ * const program = Effect.gen(function*() {
+ *   return yield* Db.withConnection((conn) => conn.query("SELECT 1"))
+ * }).pipe(Effect.provide(DbLive))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import type * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import type * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import type * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
+import type { Pipeable } from "effect/Pipeable"
+import type * as Scope from "effect/Scope"
+import * as internal from "./internal/pool.js"
+import type { ConnectionError, InvalidConfig, PoolError } from "./PoolError.js"
+import type { PoolStats } from "./PoolStats.js"
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TypeId: unique symbol = internal.TypeId as TypeId
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type TypeId = typeof TypeId
+
+/**
+ * How to open, close and check one connection of type `A`.
+ *
+ * `connect` should fail with a `ConnectionError` whose `reason` names the server and never a secret, and should
+ * release anything half-opened when interrupted. `close` should not fail. `validate` answers whether an idle
+ * connection still works (for a database: a trivial query); the pool bounds it with `validationTimeout`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Driver<A, R = never> {
+  readonly connect: Effect.Effect<A, ConnectionError, R>
+  readonly close: (conn: A) => Effect.Effect<void>
+  readonly validate?: ((conn: A) => Effect.Effect<boolean>) | undefined
+}
+
+/**
+ * Pool options. Times take any `Duration.DurationInput`; `Duration.infinity` turns off
+ * `idleTimeout`, `maxLifetime` and `keepaliveInterval`. Every option is checked once, in `make`: a value out of
+ * range fails with `InvalidConfig`, never silently clamped.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PoolConfig {
+  /** Names the pool in errors, logs, spans and metrics (`db.client.connection.pool.name`). Default `"default"`. */
+  readonly name?: string | undefined
+  /** Connections kept open even when idle, opened in the background. Default 0. */
+  readonly minSize?: number | undefined
+  /** Most connections open at once, in use or idle. Default 10. */
+  readonly maxSize?: number | undefined
+  /** Longest a caller waits for a connection before `PoolTimeout`. Default 30 seconds. */
+  readonly acquireTimeout?: Duration.DurationInput | undefined
+  /** Longest one connect may take. Default: `acquireTimeout`. */
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  /** An idle connection is closed after this long, down to `minSize`. Default 10 minutes. */
+  readonly idleTimeout?: Duration.DurationInput | undefined
+  /** A connection is closed once this old, never while in use. Default 30 minutes. */
+  readonly maxLifetime?: Duration.DurationInput | undefined
+  /** Each connection's lifetime is shortened by a random fraction up to this, so they do not expire together. Default 0.025. */
+  readonly maxLifetimeJitter?: number | undefined
+  /** A connection idle for less than this is lent without validation. Default 500 millis. */
+  readonly validationBypass?: Duration.DurationInput | undefined
+  /** Longest a validation may take; past it the connection counts as broken. Default 5 seconds. */
+  readonly validationTimeout?: Duration.DurationInput | undefined
+  /** Idle connections are validated this often, to keep them (and firewalls) alive. Default off. */
+  readonly keepaliveInterval?: Duration.DurationInput | undefined
+  /** Extra connects tried on behalf of a caller before its `ConnectionError`. Default 0: fail at once. */
+  readonly connectRetries?: number | undefined
+  /** First backoff between failed connects (retries, and the background refill). Default 100 millis. */
+  readonly connectBackoff?: Duration.DurationInput | undefined
+  /** Backoff cap; the delay doubles up to it, with jitter. Default 10 seconds. */
+  readonly connectBackoffMax?: Duration.DurationInput | undefined
+  /** When the pool's scope closes, how long connections still in use have before they are closed. Default 30 seconds. */
+  readonly shutdownTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<A, R = never> extends PoolConfig {
+  readonly driver: Driver<A, R>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Sizes {
+  readonly minSize?: number | undefined
+  readonly maxSize?: number | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectionPool<A> extends Pipeable {
+  readonly [TypeId]: TypeId
+  readonly name: string
+  /**
+   * An idle connection, else a new one while below `maxSize`, else the caller waits in FIFO order for up to
+   * `acquireTimeout`. The connection goes back when the caller's scope closes; closing the scope after an
+   * interruption or a defect closes the connection instead (its state is unknown).
+   */
+  readonly get: Effect.Effect<A, PoolError, Scope.Scope>
+  /** Like `get`, but never waits: `PoolEmpty` when `maxSize` connections are in use. */
+  readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
+  /** `get` for the duration of `f`. A typed failure of `f` returns the connection; interruption or a defect closes it. */
+  withConnection<X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R>
+  /** `tryGet` for the duration of `f`. */
+  withConnectionTry<X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R>
+  /** This connection is closed instead of reused: now if idle, else when it is released. */
+  invalidate(conn: A): Effect.Effect<void>
+  /** Closes every idle connection; the pool stays open (and refills to `minSize`). */
+  readonly drain: Effect.Effect<void>
+  /**
+   * Idempotent. Waiters and later calls fail with `PoolClosed`; idle connections close now, connections in use
+   * when released, or by force after `timeout` (default `shutdownTimeout`). Completes when all are closed.
+   */
+  shutdown(timeout?: Duration.DurationInput): Effect.Effect<void>
+  readonly stats: Effect.Effect<PoolStats>
+  /** Changes the limits at runtime. Connections in use are never dropped: above a new `maxSize` they close when released. */
+  resize(sizes: Sizes): Effect.Effect<void, InvalidConfig>
+}
+
+/**
+ * @since 0.1.0
+ * @category refinements
+ */
+export const isConnectionPool: (u: unknown) => u is ConnectionPool<unknown> = internal.isConnectionPool
+
+/**
+ * Builds a pool in the current scope. Connections up to `minSize` open in the background; closing the scope
+ * shuts the pool down (see {@link shutdown}).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: <A, R = never>(
+  options: Options<A, R>
+) => Effect.Effect<ConnectionPool<A>, InvalidConfig, Scope.Scope | R> = internal.make
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const get = <A>(self: ConnectionPool<A>): Effect.Effect<A, PoolError, Scope.Scope> => self.get
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const tryGet = <A>(self: ConnectionPool<A>): Effect.Effect<A, PoolError, Scope.Scope> => self.tryGet
+
+/**
+ * @since 0.1.0
+ * @category combinators
+ */
+export const withConnection: {
+  <A, X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>): (self: ConnectionPool<A>) => Effect.Effect<X, E | PoolError, R>
+  <A, X, E, R>(self: ConnectionPool<A>, f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R>
+} = internal.withConnection
+
+/**
+ * @since 0.1.0
+ * @category combinators
+ */
+export const withConnectionTry: {
+  <A, X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>): (self: ConnectionPool<A>) => Effect.Effect<X, E | PoolError, R>
+  <A, X, E, R>(self: ConnectionPool<A>, f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R>
+} = internal.withConnectionTry
+
+/**
+ * @since 0.1.0
+ * @category combinators
+ */
+export const invalidate: {
+  <A>(conn: A): (self: ConnectionPool<A>) => Effect.Effect<void>
+  <A>(self: ConnectionPool<A>, conn: A): Effect.Effect<void>
+} = internal.invalidate
+
+/**
+ * @since 0.1.0
+ * @category combinators
+ */
+export const drain = <A>(self: ConnectionPool<A>): Effect.Effect<void> => self.drain
+
+/**
+ * @since 0.1.0
+ * @category combinators
+ */
+export const shutdown: {
+  (timeout?: Duration.DurationInput): <A>(self: ConnectionPool<A>) => Effect.Effect<void>
+  <A>(self: ConnectionPool<A>, timeout?: Duration.DurationInput): Effect.Effect<void>
+} = internal.shutdown
+
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
+export const stats = <A>(self: ConnectionPool<A>): Effect.Effect<PoolStats> => self.stats
+
+/**
+ * @since 0.1.0
+ * @category combinators
+ */
+export const resize: {
+  (sizes: Sizes): <A>(self: ConnectionPool<A>) => Effect.Effect<void, InvalidConfig>
+  <A>(self: ConnectionPool<A>, sizes: Sizes): Effect.Effect<void, InvalidConfig>
+} = internal.resize
+
+/**
+ * A service tag for one pool, with its layers and accessors as statics. Declare one per pool, so that pools of
+ * the same connection type (a primary and a replica) live side by side in one context:
+ *
+ * ```ts
+ * class Primary extends ConnectionPool.Tag("app/Primary")<Primary, Client>() {}
+ * class Replica extends ConnectionPool.Tag("app/Replica")<Replica, Client>() {}
+ * ```
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TagClass<Self, Id extends string, A> extends Context.TagClass<Self, Id, ConnectionPool<A>> {
+  readonly layer: <R = never>(options: Options<A, R>) => Layer.Layer<Self, InvalidConfig, R>
+  readonly layerConfig: <R = never>(
+    driver: Driver<A, R>,
+    config: Config.Config.Wrap<PoolConfig>
+  ) => Layer.Layer<Self, ConfigError.ConfigError | InvalidConfig, R>
+  readonly get: Effect.Effect<A, PoolError, Scope.Scope | Self>
+  readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope | Self>
+  readonly withConnection: <X, E, R>(
+    f: (conn: A) => Effect.Effect<X, E, R>
+  ) => Effect.Effect<X, E | PoolError, R | Self>
+  readonly withConnectionTry: <X, E, R>(
+    f: (conn: A) => Effect.Effect<X, E, R>
+  ) => Effect.Effect<X, E | PoolError, R | Self>
+  readonly invalidate: (conn: A) => Effect.Effect<void, never, Self>
+  readonly drain: Effect.Effect<void, never, Self>
+  readonly shutdown: (timeout?: Duration.DurationInput) => Effect.Effect<void, never, Self>
+  readonly stats: Effect.Effect<PoolStats, never, Self>
+  readonly resize: (sizes: Sizes) => Effect.Effect<void, InvalidConfig, Self>
+}
+
+/**
+ * Declares a pool service: `class Db extends ConnectionPool.Tag("app/Db")<Db, Client>() {}`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const Tag = <const Id extends string>(id: Id) => <Self, A>(): TagClass<Self, Id, A> => internal.makeTag(id)
+
+/**
+ * Builds a pool as a layer for `tag`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: <I, A, R = never>(
+  tag: Context.Tag<I, ConnectionPool<A>>,
+  options: Options<A, R>
+) => Layer.Layer<I, InvalidConfig, R> = internal.layer
+
+/**
+ * Builds a pool as a layer for `tag`, its options read from `Config` (for example environment variables).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig: <I, A, R = never>(
+  tag: Context.Tag<I, ConnectionPool<A>>,
+  driver: Driver<A, R>,
+  config: Config.Config.Wrap<PoolConfig>
+) => Layer.Layer<I, ConfigError.ConfigError | InvalidConfig, R> = internal.layerConfig

@@ -1,0 +1,115 @@
+/**
+ * The typed failures of a pool. Every one is a `Data.TaggedError` with a readable `message`.
+ *
+ * @since 0.1.0
+ */
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import { hasProperty } from "effect/Predicate"
+import type { PoolStats } from "./PoolStats.js"
+import { format } from "./PoolStats.js"
+
+/**
+ * `tryGet` found every connection in use and no room to open another.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PoolEmpty extends Data.TaggedError("PoolEmpty")<{
+  readonly pool: string
+  readonly stats: PoolStats
+}> {
+  override get message(): string {
+    return `pool "${this.pool}" is exhausted: all ${this.stats.maxSize} connections are in use (${format(this.stats)})`
+  }
+}
+
+/**
+ * The pool was shut down, before the call or while it waited.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PoolClosed extends Data.TaggedError("PoolClosed")<{
+  readonly pool: string
+}> {
+  override get message(): string {
+    return `pool "${this.pool}" is closed`
+  }
+}
+
+/**
+ * No connection within `acquireTimeout`. `phase` says whether the caller was waiting for a connection to be
+ * released (`"waiting"`) or for one being opened for it (`"connecting"`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PoolTimeout extends Data.TaggedError("PoolTimeout")<{
+  readonly pool: string
+  readonly phase: "waiting" | "connecting"
+  readonly timeout: Duration.Duration
+  readonly waited: Duration.Duration
+  readonly stats: PoolStats
+}> {
+  override get message(): string {
+    const what = this.phase === "connecting" ? "a new connection to open" : "a connection to be released"
+    return `pool "${this.pool}" timed out after ${Duration.format(this.waited)} waiting for ${what} ` +
+      `(acquireTimeout ${Duration.format(this.timeout)}; ${format(this.stats)})`
+  }
+}
+
+/**
+ * Opening a connection failed. Drivers build it with a `reason` that names the server (host, port, database) and
+ * never contains a secret; the driver's own error is kept as `cause`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConnectionError extends Data.TaggedError("ConnectionError")<{
+  readonly reason: string
+  readonly cause?: unknown
+  /** How many connects were tried before giving up. */
+  readonly attempts?: number | undefined
+  /** The pool that tried, once the error has passed through one. */
+  readonly pool?: string | undefined
+}> {
+  override get message(): string {
+    const prefix = this.pool === undefined ? "" : `pool "${this.pool}": `
+    const attempts = this.attempts !== undefined && this.attempts > 1 ? ` (after ${this.attempts} attempts)` : ""
+    return `${prefix}${this.reason}${attempts}`
+  }
+}
+
+/**
+ * An option was out of range. Raised by `make`, `layer` and `resize`, never clamped silently.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidConfig extends Data.TaggedError("InvalidConfig")<{
+  readonly option: string
+  readonly value: unknown
+  readonly reason: string
+}> {
+  override get message(): string {
+    return `invalid pool option ${this.option} = ${String(this.value)}: ${this.reason}`
+  }
+}
+
+/**
+ * Every failure an acquisition can end in.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type PoolError = PoolEmpty | PoolClosed | PoolTimeout | ConnectionError
+
+const tags = new Set(["PoolEmpty", "PoolClosed", "PoolTimeout", "ConnectionError", "InvalidConfig"])
+
+/**
+ * @since 0.1.0
+ * @category refinements
+ */
+export const isPoolError = (u: unknown): u is PoolError | InvalidConfig =>
+  hasProperty(u, "_tag") && typeof u._tag === "string" && tags.has(u._tag)

@@ -1,0 +1,53 @@
+/**
+ * A point-in-time snapshot of a pool: its gauges and its counters since it was made.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PoolStats {
+  /** The pool's name, as given in its options. */
+  readonly name: string
+  /** Open connections, in use or idle. `inUse + idle === total`. */
+  readonly total: number
+  readonly inUse: number
+  readonly idle: number
+  /** Connects in flight. */
+  readonly pending: number
+  /** Callers waiting for a connection. */
+  readonly waiting: number
+  readonly minSize: number
+  readonly maxSize: number
+  readonly closed: boolean
+  /** Connections opened / closed since the pool was made. */
+  readonly created: number
+  readonly destroyed: number
+  /** Successful acquisitions. `hits + misses === acquired`. */
+  readonly acquired: number
+  /** Acquisitions served by an existing connection. */
+  readonly hits: number
+  /** Acquisitions served by a connection opened for them. */
+  readonly misses: number
+  /** Waits that ended in `PoolTimeout`. */
+  readonly timeouts: number
+  /** `tryGet` calls that failed with `PoolEmpty`. */
+  readonly emptyFailures: number
+  readonly connectFailures: number
+  readonly validationFailures: number
+  /** Time from asking to holding a connection, over every successful acquisition, in milliseconds. */
+  readonly waitTimeMeanMs: number
+  readonly waitTimeMaxMs: number
+}
+
+/**
+ * One line for logs and error messages.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const format = (stats: PoolStats): string =>
+  `total=${stats.total} inUse=${stats.inUse} idle=${stats.idle} pending=${stats.pending} waiting=${stats.waiting} ` +
+  `max=${stats.maxSize}${stats.closed ? " closed" : ""}`

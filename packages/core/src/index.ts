@@ -1,0 +1,14 @@
+/**
+ * @since 0.1.0
+ */
+export * as ConnectionPool from "./ConnectionPool.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as PoolError from "./PoolError.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as PoolStats from "./PoolStats.js"

@@ -1,0 +1,920 @@
+import * as Cause from "effect/Cause"
+import type * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import * as FiberSet from "effect/FiberSet"
+import { dual } from "effect/Function"
+import * as Layer from "effect/Layer"
+import * as List from "effect/List"
+import { pipeArguments } from "effect/Pipeable"
+import { hasProperty } from "effect/Predicate"
+import * as Random from "effect/Random"
+import type * as Scope from "effect/Scope"
+import * as STM from "effect/STM"
+import * as TQueue from "effect/TQueue"
+import type * as Tracer from "effect/Tracer"
+import * as TRef from "effect/TRef"
+import type * as ConnectionPool from "../ConnectionPool.js"
+import {
+  ConnectionError,
+  type InvalidConfig,
+  PoolClosed,
+  PoolEmpty,
+  type PoolError,
+  PoolTimeout
+} from "../PoolError.js"
+import type { PoolStats } from "../PoolStats.js"
+import * as metrics from "./metrics.js"
+import { backoffDelay, type PoolConfig, resolve, type Resolved, validateSizes } from "./options.js"
+
+/** @internal */
+export const TypeId: ConnectionPool.TypeId = Symbol.for("@connection-pool/core/ConnectionPool") as ConnectionPool.TypeId
+
+/** @internal */
+export const isConnectionPool = (u: unknown): u is ConnectionPool.ConnectionPool<unknown> => hasProperty(u, TypeId)
+
+type Restore = <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>
+
+// -----------------------------------------------------------------------------------------------------------------
+// State
+//
+// Everything the pool decides on lives in one `TRef<State>`, so that an acquire and a release are each a single
+// `TRef.modify`. Waiters queue in a `TQueue`, touched only when a caller has to wait or a connection is handed on.
+//
+// These transactions never `retry` and never fail, so each runs once and commits. The plain mutations made inside
+// them (a waiter's `status`, and TQueue's own in-place array updates in effect 3) rely on that.
+// -----------------------------------------------------------------------------------------------------------------
+
+class Entry<A> {
+  idleSince: number
+  checkedAt: number
+  borrowedAt = 0
+  uses = 0
+  invalid = false
+  closed = false
+  constructor(readonly conn: A, readonly createdAt: number, readonly expiresAt: number) {
+    this.idleSince = createdAt
+    this.checkedAt = createdAt
+  }
+}
+
+interface State<A> {
+  readonly closed: boolean
+  /** Idle connections, most recently returned first. */
+  readonly idle: List.List<Entry<A>>
+  readonly idleCount: number
+  /** Open connections, idle or in use. */
+  readonly total: number
+  /** Connects in flight. */
+  readonly pending: number
+  /** Live waiters in the queue. */
+  readonly waiting: number
+  readonly minSize: number
+  readonly maxSize: number
+}
+
+const WAITING = 0
+const TAKEN = 1
+const CANCELLED = 2
+
+class Waiter<A> {
+  /** WAITING until a transaction takes it (then it will be completed) or its caller cancels it. */
+  status: 0 | 1 | 2 = WAITING
+  readonly deferred = Deferred.unsafeMake<Entry<A>, PoolError>(FiberId.none)
+  constructor(
+    readonly since: number,
+    readonly start: bigint,
+    readonly deadline: number,
+    /** In the queue and counted in `waiting`; `tryGet`'s waiter is neither. */
+    readonly queued: boolean,
+    /** A connect was started when this waiter arrived. */
+    readonly spawned: boolean
+  ) {}
+}
+
+type Take<A> =
+  | { readonly _tag: "Entry"; readonly entry: Entry<A> }
+  | { readonly _tag: "Wait"; readonly waiter: Waiter<A>; readonly spawn: number }
+  | { readonly _tag: "Closed" }
+  | { readonly _tag: "Empty" }
+
+type Give<A> =
+  | { readonly _tag: "Idle" }
+  | { readonly _tag: "Handoff"; readonly waiter: Waiter<A> }
+  | { readonly _tag: "Destroy"; readonly spawn: number }
+
+const closedTake = { _tag: "Closed" } as const
+const emptyTake = { _tag: "Empty" } as const
+const idleGive = { _tag: "Idle" } as const
+const HEAD = "head" as const
+
+/** How many connects to start so that every waiter has one coming, within `maxSize`. */
+const spawnCount = <A>(s: State<A>): number =>
+  s.closed ? 0 : Math.max(0, Math.min(s.waiting - s.pending, s.maxSize - s.total - s.pending))
+
+const withSpawn = <A>(s: State<A>): readonly [number, State<A>] => {
+  const spawn = spawnCount(s)
+  return [spawn, spawn === 0 ? s : { ...s, pending: s.pending + spawn }]
+}
+
+/** Counters that never decide anything: plain numbers, read by `stats`. */
+class Counters {
+  created = 0
+  destroyed = 0
+  acquired = 0
+  hits = 0
+  misses = 0
+  timeouts = 0
+  emptyFailures = 0
+  connectFailures = 0
+  validationFailures = 0
+  waitTotalMs = 0
+  waitMaxMs = 0
+}
+
+// -----------------------------------------------------------------------------------------------------------------
+// The pool
+// -----------------------------------------------------------------------------------------------------------------
+
+class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
+  readonly [TypeId]: ConnectionPool.TypeId = TypeId
+  readonly counters = new Counters()
+  /** Every open connection, for `invalidate` and for the forced close at the shutdown deadline. */
+  readonly entries = new Map<A, Entry<A>>()
+  readonly metrics: metrics.PoolMetrics
+  readonly shutdownDone = Deferred.unsafeMake<void>(FiberId.none)
+  /** The oldest live waiter, dropping cancelled ones on the way. Only run when `waiting > 0`. */
+  readonly takeWaiterTx: STM.STM<Waiter<A>>
+  readonly takeTx: Effect.Effect<Take<A>>
+  readonly tryTakeTx: Effect.Effect<Take<A>>
+  readonly spanOptions: Tracer.SpanOptions
+  readonly get: Effect.Effect<A, PoolError, Scope.Scope>
+  readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
+
+  constructor(
+    public options: Resolved,
+    readonly driver: ConnectionPool.Driver<A>,
+    readonly state: TRef.TRef<State<A>>,
+    readonly queue: TQueue.TQueue<Waiter<A>>,
+    readonly refill: TQueue.TQueue<true>,
+    readonly creators: FiberSet.FiberSet<boolean>,
+    readonly clock: Clock.Clock
+  ) {
+    this.metrics = metrics.forPool(options.name)
+    this.spanOptions = {
+      kind: "client",
+      captureStackTrace: false,
+      attributes: { [metrics.attributes.poolName]: options.name }
+    }
+    this.publishLimits()
+    this.takeWaiterTx = STM.map(TQueue.seek(queue, (w) => w.status === WAITING), (waiter) => {
+      waiter.status = TAKEN
+      return waiter
+    })
+    this.takeTx = this.makeTakeTx()
+    this.tryTakeTx = this.makeTryTakeTx()
+    this.get = this.scoped(false)
+    this.tryGet = this.scoped(true)
+  }
+
+  get name() {
+    return this.options.name
+  }
+
+  pipe() {
+    return pipeArguments(this, arguments)
+  }
+
+  now() {
+    return this.clock.unsafeCurrentTimeMillis()
+  }
+
+  publishLimits() {
+    this.metrics.max.unsafeUpdate(this.options.maxSize, [])
+    this.metrics.idleMin.unsafeUpdate(this.options.minSize, [])
+  }
+
+  /** Every state change goes through here: one `TRef.modify`, gauges published from the new state. */
+  modify<B>(f: (s: State<A>) => readonly [B, State<A>]): STM.STM<B> {
+    return TRef.modify(this.state, (s) => {
+      const result = f(s)
+      const next = result[1]
+      if (next !== s) {
+        this.metrics.used.unsafeUpdate(next.total - next.idleCount, [])
+        this.metrics.idle.unsafeUpdate(next.idleCount, [])
+        this.metrics.pendingRequests.unsafeUpdate(next.waiting, [])
+      }
+      return result
+    })
+  }
+
+  snapshot(s: State<A>): PoolStats {
+    const c = this.counters
+    return {
+      name: this.name,
+      total: s.total,
+      inUse: s.total - s.idleCount,
+      idle: s.idleCount,
+      pending: s.pending,
+      waiting: s.waiting,
+      minSize: s.minSize,
+      maxSize: s.maxSize,
+      closed: s.closed,
+      created: c.created,
+      destroyed: c.destroyed,
+      acquired: c.acquired,
+      hits: c.hits,
+      misses: c.misses,
+      timeouts: c.timeouts,
+      emptyFailures: c.emptyFailures,
+      connectFailures: c.connectFailures,
+      validationFailures: c.validationFailures,
+      waitTimeMeanMs: c.acquired === 0 ? 0 : c.waitTotalMs / c.acquired,
+      waitTimeMaxMs: c.waitMaxMs
+    }
+  }
+
+  get stats(): Effect.Effect<PoolStats> {
+    return Effect.map(STM.commit(TRef.get(this.state)), (s) => this.snapshot(s))
+  }
+
+  // --------------------------------------------------------------------------------------------------- acquire
+
+  /** The acquire transaction: an idle connection, else a place in the queue (and a connect started if room). */
+  makeTakeTx(): Effect.Effect<Take<A>> {
+    return STM.commit(STM.flatMap(
+    this.modify((s): readonly [Take<A>, State<A>] => {
+      if (s.closed) return [closedTake, s]
+      if (s.idleCount > 0) return takeIdle(s)
+      const [spawn, next] = withSpawn({ ...s, waiting: s.waiting + 1 })
+      return [{ _tag: "Wait", waiter: this.waiter(true, spawn > 0), spawn }, next]
+    }),
+    (take): STM.STM<Take<A>> =>
+      take._tag === "Wait" ? STM.as(TQueue.offer(this.queue, take.waiter), take) : STM.succeed(take)
+  ))
+  }
+
+  /** `tryGet`'s transaction: never queues; opens a connection for itself when there is room. */
+  makeTryTakeTx(): Effect.Effect<Take<A>> {
+    return STM.commit(this.modify((s): readonly [Take<A>, State<A>] => {
+    if (s.closed) return [closedTake, s]
+    if (s.idleCount > 0) return takeIdle(s)
+    if (s.total + s.pending < s.maxSize) {
+      return [{ _tag: "Wait", waiter: this.waiter(false, true), spawn: 1 }, { ...s, pending: s.pending + 1 }]
+    }
+    return [emptyTake, s]
+  }))
+  }
+
+  waiter(queued: boolean, spawned: boolean): Waiter<A> {
+    const since = this.now()
+    return new Waiter(since, this.clock.unsafeCurrentTimeNanos(), since + this.options.acquireTimeout, queued, spawned)
+  }
+
+  acquire(restore: Restore, exclusive: boolean): Effect.Effect<Entry<A>, PoolError> {
+    return Effect.flatMap(exclusive ? this.tryTakeTx : this.takeTx, (take): Effect.Effect<Entry<A>, PoolError> => {
+      switch (take._tag) {
+        case "Entry": {
+          const entry = take.entry
+          const now = this.now()
+          if (now < entry.expiresAt && (this.driver.validate === undefined || now - entry.checkedAt <= this.options.validationBypass)) {
+            return Effect.succeed(this.borrowed(entry, now, undefined)) // the hot path: no wait, no check
+          }
+          const start = this.clock.unsafeCurrentTimeNanos()
+          return Effect.map(
+            this.checkout(restore, entry, this.acquire(restore, exclusive)),
+            (entry) => this.borrowed(entry, this.now(), start)
+          )
+        }
+        case "Wait": {
+          const waiter = take.waiter
+          return this.span(Effect.zipRight(
+            this.spawn(take.spawn, waiter.queued ? undefined : waiter),
+            Effect.map(this.await(restore, waiter), (entry) => this.borrowed(entry, this.now(), waiter.start))
+          ))
+        }
+        case "Closed":
+          return Effect.fail(new PoolClosed({ pool: this.name }))
+        case "Empty":
+          this.counters.emptyFailures++
+          return Effect.flatMap(this.stats, (stats) => Effect.fail(new PoolEmpty({ pool: this.name, stats })))
+      }
+    })
+  }
+
+  /** Counts a borrow. `start` is when the caller began to wait (or validate); `undefined` when it did not. */
+  borrowed(entry: Entry<A>, now: number, start: bigint | undefined): Entry<A> {
+    const c = this.counters
+    const waitedMs = start === undefined ? 0 : Number(this.clock.unsafeCurrentTimeNanos() - start) / 1e6
+    c.acquired++
+    if (entry.uses === 0) c.misses++
+    else c.hits++
+    c.waitTotalMs += waitedMs
+    if (waitedMs > c.waitMaxMs) c.waitMaxMs = waitedMs
+    this.metrics.waitTime.unsafeUpdate(waitedMs / 1000, [])
+    entry.uses++
+    entry.borrowedAt = now
+    return entry
+  }
+
+  /** An idle connection goes out unless it expired, or sat idle past the bypass window and fails validation. */
+  checkout(
+    restore: Restore,
+    entry: Entry<A>,
+    retry: Effect.Effect<Entry<A>, PoolError>
+  ): Effect.Effect<Entry<A>, PoolError> {
+    if (this.now() >= entry.expiresAt) return Effect.zipRight(this.retire(entry), retry)
+    return Effect.flatMap(Effect.exit(restore(this.validate(entry))), (exit) => {
+      if (Exit.isFailure(exit)) return Effect.zipRight(this.retire(entry), Effect.failCause(exit.cause)) // interrupted
+      if (exit.value) {
+        entry.checkedAt = this.now()
+        return Effect.succeed(entry)
+      }
+      return Effect.zipRight(this.retire(entry), retry)
+    })
+  }
+
+  validate(entry: Entry<A>): Effect.Effect<boolean> {
+    return this.driver.validate!(entry.conn).pipe(
+      Effect.timeoutTo({ duration: this.options.validationTimeout, onSuccess: (ok) => ok, onTimeout: () => false }),
+      Effect.catchAllCause((cause) =>
+        Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.as(Effect.logDebug(cause), false)
+      ),
+      Effect.tap((ok) => {
+        if (ok) return Effect.void
+        this.counters.validationFailures++
+        return Effect.logDebug("connection failed validation; closing it")
+      })
+    )
+  }
+
+  await(restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> {
+    return Effect.onInterrupt(restore(Deferred.await(waiter.deferred)), () => this.cancel(waiter))
+  }
+
+  /** A waiter gives up. If a transaction took it first, the connection it is being handed goes back. */
+  cancel(waiter: Waiter<A>): Effect.Effect<void> {
+    return Effect.flatMap(
+      STM.commit(this.modify((s): readonly [boolean, State<A>] => {
+        if (waiter.status !== WAITING) return [false, s]
+        waiter.status = CANCELLED
+        return [true, waiter.queued ? { ...s, waiting: s.waiting - 1 } : s]
+      })),
+      (cancelled) =>
+        cancelled ? Effect.void : Effect.flatMap(
+          Effect.exit(Deferred.await(waiter.deferred)),
+          (exit) => Exit.isSuccess(exit) ? this.give(exit.value, false, undefined) : Effect.void
+        )
+    )
+  }
+
+  scoped(exclusive: boolean): Effect.Effect<A, PoolError, Scope.Scope> {
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        this.acquire(restore, exclusive),
+        (entry) => Effect.as(Effect.addFinalizer((exit) => this.release(entry, exit)), entry.conn)
+      )
+    )
+  }
+
+  use<X, E, R>(exclusive: boolean, f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R> {
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        this.acquire(restore, exclusive),
+        (entry) =>
+          Effect.flatMap(
+            Effect.exit(restore(f(entry.conn))),
+            (exit) => Effect.zipRight(this.release(entry, exit), exit)
+          )
+      )
+    )
+  }
+
+  withConnection<X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>) {
+    return this.use(false, f)
+  }
+
+  withConnectionTry<X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>) {
+    return this.use(true, f)
+  }
+
+  /**
+   * Acquisitions that wait or open a connection get a span; one served at once from idle does not (a span costs
+   * more than the whole borrow; the wait-time histogram still counts it).
+   */
+  span<X, E>(acquire: Effect.Effect<X, E>): Effect.Effect<X, E> {
+    // `useSpan`, not `withSpan`: nothing inside needs the span as its parent, and installing one triples the cost
+    return Effect.useSpan("ConnectionPool.acquire", this.spanOptions, () => acquire)
+  }
+
+  // --------------------------------------------------------------------------------------------------- release
+
+  /** Called when the borrower is done (from a finalizer or a continuation, so it runs its checks right away). */
+  release(entry: Entry<A>, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
+    if (entry.closed) return Effect.void // closed by force at the shutdown deadline
+    const now = this.now()
+    this.metrics.useTime.unsafeUpdate((now - entry.borrowedAt) / 1000, [])
+    if (Exit.isFailure(exit) && (Cause.isInterrupted(exit.cause) || Cause.isDie(exit.cause))) {
+      entry.invalid = true // its user was interrupted or died mid-use: its state is unknown
+    }
+    entry.idleSince = now
+    entry.checkedAt = now
+    return this.give(entry, false, undefined)
+  }
+
+  /**
+   * The release transaction, also taken by new connections (`fresh`): straight to `target` or the oldest waiter,
+   * else idle; closed instead when the pool is shut, the connection invalid or expired, or the pool shrank.
+   */
+  give(entry: Entry<A>, fresh: boolean, target: Waiter<A> | undefined): Effect.Effect<void> {
+    const expired = this.now() >= entry.expiresAt
+    const tx = STM.flatMap(
+      this.modify((s0): readonly [Give<A> | typeof HEAD, State<A>] => {
+        const s = fresh ? { ...s0, total: s0.total + 1, pending: s0.pending - 1 } : s0
+        if (s.closed || entry.invalid || expired || s.total > s.maxSize) {
+          const [spawn, next] = withSpawn({ ...s, total: s.total - 1 })
+          return [{ _tag: "Destroy", spawn }, next]
+        }
+        if (target !== undefined && target.status === WAITING) {
+          target.status = TAKEN
+          return [{ _tag: "Handoff", waiter: target }, s]
+        }
+        if (s.waiting > 0) return [HEAD, { ...s, waiting: s.waiting - 1 }]
+        return [idleGive, { ...s, idle: List.prepend(s.idle, entry), idleCount: s.idleCount + 1 }]
+      }),
+      (give): STM.STM<Give<A>> =>
+        give === HEAD ? STM.map(this.takeWaiterTx, (waiter) => ({ _tag: "Handoff", waiter })) : STM.succeed(give)
+    )
+    return Effect.flatMap(STM.commit(tx), (give) => {
+      switch (give._tag) {
+        case "Idle":
+          return Effect.void
+        case "Handoff":
+          return Deferred.succeed(give.waiter.deferred, entry)
+        case "Destroy":
+          return Effect.zipRight(this.spawn(give.spawn, undefined), this.destroyed(entry))
+      }
+    })
+  }
+
+  /** Takes a connection out of the pool for good. */
+  retire(entry: Entry<A>): Effect.Effect<void> {
+    entry.invalid = true
+    return this.give(entry, false, undefined)
+  }
+
+  /** Closes a connection already taken out of the pool's count, then lets the refill fiber replace it. */
+  destroyed(entry: Entry<A>): Effect.Effect<void> {
+    return Effect.zipRight(this.close(entry), this.signalRefill)
+  }
+
+  /** Closes one connection, exactly once. */
+  close(entry: Entry<A>): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (entry.closed) return Effect.void
+      entry.closed = true
+      this.entries.delete(entry.conn)
+      this.counters.destroyed++
+      return this.driver.close(entry.conn).pipe(
+        Effect.catchAllCause((cause) => Effect.logDebug("closing a connection failed", cause)),
+        Effect.zipRight(Effect.logDebug("connection closed")),
+        Effect.annotateLogs("pool", this.name)
+      )
+    })
+  }
+
+  get signalRefill(): Effect.Effect<void> {
+    return Effect.suspend(() => this.options.minSize === 0 ? Effect.void : STM.commit(TQueue.offer(this.refill, true)))
+  }
+
+  // --------------------------------------------------------------------------------------------------- connect
+
+  connectOnce(): Effect.Effect<A, ConnectionError | PoolTimeout> {
+    return this.driver.connect.pipe(
+      Effect.timeout(this.options.connectTimeout),
+      Effect.catchTag("TimeoutException", () =>
+        Effect.flatMap(
+          this.stats,
+          (stats) => Effect.fail(this.timeoutError("connecting", this.options.connectTimeout, stats))
+        ))
+    )
+  }
+
+  /** One connect, retried `retries` times with jittered exponential backoff on `ConnectionError`. */
+  connect(retries: number): Effect.Effect<A, ConnectionError | PoolTimeout> {
+    const attempt = (n: number): Effect.Effect<A, ConnectionError | PoolTimeout> =>
+      Effect.catchAll(this.connectOnce(), (error) => {
+        if (error._tag !== "ConnectionError") return Effect.fail(error)
+        if (n > retries) return Effect.fail(new ConnectionError({ ...error, attempts: n, pool: this.name }))
+        this.counters.connectFailures++
+        return Effect.flatMap(
+          Random.next,
+          (r) => Effect.zipRight(Effect.sleep(backoffDelay(this.options, n, r)), attempt(n + 1))
+        )
+      })
+    return attempt(1)
+  }
+
+  /** Starts `n` connects in the pool's fiber set, so that no caller's interruption abandons one. */
+  spawn(n: number, target: Waiter<A> | undefined): Effect.Effect<void> {
+    if (n === 0) return Effect.void
+    const create = Effect.interruptible(this.create(target, "waiter"))
+    return n === 1
+      ? Effect.asVoid(FiberSet.run(this.creators, create))
+      : Effect.repeatN(FiberSet.run(this.creators, create), n - 1)
+  }
+
+  /**
+   * Opens one connection for a slot already reserved in `pending` and hands it on like a release. A failure goes
+   * to `target` (tryGet) or the oldest waiter; a background connect (warm-up, refill) fails alone. Interruption
+   * (shutdown) still gives the slot back.
+   */
+  create(target: Waiter<A> | undefined, kind: "waiter" | "background"): Effect.Effect<boolean> {
+    return Effect.uninterruptibleMask((restore) => {
+      const start = this.clock.unsafeCurrentTimeNanos()
+      const retries = kind === "waiter" ? this.options.connectRetries : 0
+      return Effect.flatMap(
+        Effect.zip(Effect.exit(restore(this.connect(retries))), Random.next),
+        ([exit, random]) => {
+          if (Exit.isFailure(exit)) return Effect.as(this.connectFailed(exit.cause, target, kind), false)
+          const now = this.now()
+          const lifetime = this.options.maxLifetime * (1 - this.options.maxLifetimeJitter * random)
+          const entry = new Entry(exit.value, now, now + lifetime)
+          this.entries.set(exit.value, entry)
+          this.counters.created++
+          this.metrics.createTime.unsafeUpdate(Number(this.clock.unsafeCurrentTimeNanos() - start) / 1e9, [])
+          return Effect.as(Effect.zipRight(Effect.logDebug("connection opened"), this.give(entry, true, target)), true)
+        }
+      )
+    }).pipe(Effect.annotateLogs("pool", this.name))
+  }
+
+  connectFailed(
+    cause: Cause.Cause<ConnectionError | PoolTimeout>,
+    target: Waiter<A> | undefined,
+    kind: "waiter" | "background"
+  ): Effect.Effect<void> {
+    const interrupted = Cause.isInterruptedOnly(cause)
+    if (!interrupted) this.counters.connectFailures++
+    const failure = Cause.failureOption(cause)
+    const error: PoolError = interrupted
+      ? new PoolClosed({ pool: this.name })
+      : failure._tag === "Some"
+      ? failure.value
+      : new ConnectionError({ reason: "the driver's connect died", cause: Cause.squash(cause), pool: this.name })
+    const tx = STM.flatMap(
+      this.modify((s0): readonly [readonly [Waiter<A> | typeof HEAD | undefined, number], State<A>] => {
+        let s: State<A> = { ...s0, pending: s0.pending - 1 }
+        let recipient: Waiter<A> | typeof HEAD | undefined = undefined
+        if (target !== undefined && target.status === WAITING) {
+          target.status = TAKEN
+          recipient = target
+        } else if (target === undefined && kind === "waiter" && s.waiting > 0) {
+          recipient = HEAD
+          s = { ...s, waiting: s.waiting - 1 }
+        }
+        const [spawn, next] = withSpawn(s)
+        return [[recipient, spawn], next]
+      }),
+      ([recipient, spawn]) =>
+        recipient === HEAD
+          ? STM.map(this.takeWaiterTx, (waiter) => [waiter, spawn] as const)
+          : STM.succeed([recipient, spawn] as const)
+    )
+    return Effect.flatMap(STM.commit(tx), ([recipient, spawn]) => {
+      const log = interrupted ? Effect.void : Effect.logDebug("connect failed", error)
+      const notify = recipient === undefined ? Effect.void : Deferred.fail(recipient.deferred, error)
+      return Effect.zipRight(Effect.zipRight(log, notify), this.spawn(spawn, undefined))
+    })
+  }
+
+  // --------------------------------------------------------------------------------------------------- background
+
+  /** Fails waiters whose `acquireTimeout` passed. The queue is in arrival order, so its head expires first. */
+  get sweeper(): Effect.Effect<never> {
+    const step = Effect.flatMap(STM.commit(TQueue.peek(this.queue)), (head) => {
+      const now = this.now()
+      if (head.status === WAITING && head.deadline > now) return Effect.sleep(head.deadline - now)
+      return Effect.uninterruptible(Effect.flatMap(STM.commit(this.expireTx(now, [])), (expired) => {
+        if (expired.length === 0) return Effect.void
+        return Effect.flatMap(this.stats, (stats) =>
+          Effect.forEach(expired, (waiter) => {
+            this.counters.timeouts++
+            this.metrics.timeouts.unsafeUpdate(1, [])
+            const phase = waiter.spawned && stats.pending > 0 ? "connecting" : "waiting"
+            return Deferred.fail(waiter.deferred, this.timeoutError(phase, now - waiter.since, stats))
+          }, { discard: true }))
+      }))
+    })
+    return Effect.forever(step)
+  }
+
+  expireTx(now: number, expired: Array<Waiter<A>>): STM.STM<Array<Waiter<A>>> {
+    return STM.flatMap(TQueue.peekOption(this.queue), (head) => {
+      if (head._tag === "None" || (head.value.status === WAITING && head.value.deadline > now)) {
+        return expired.length === 0
+          ? STM.succeed(expired)
+          : this.modify((s) => [expired, { ...s, waiting: s.waiting - expired.length }])
+      }
+      return STM.flatMap(TQueue.poll(this.queue), () => {
+        if (head.value.status === WAITING) {
+          head.value.status = TAKEN
+          expired.push(head.value)
+        }
+        return this.expireTx(now, expired)
+      })
+    })
+  }
+
+  get housekeepingInterval(): number {
+    const o = this.options
+    return Math.max(1, Math.min(30_000, o.idleTimeout / 2, o.maxLifetime / 2, o.keepaliveInterval / 2))
+  }
+
+  /** Closes connections idle past `idleTimeout` (keeping `minSize`) or past their lifetime; probes keepalives. */
+  get housekeeper(): Effect.Effect<never> {
+    const pass = Effect.suspend(() => {
+      const now = this.now()
+      const o = this.options
+      const tx = this.modify((s): readonly [readonly [Array<Entry<A>>, Array<Entry<A>>], State<A>] => {
+        if (s.closed || s.idleCount === 0) return [[[], []], s]
+        const idle = List.toArray(s.idle)
+        const keep: Array<Entry<A>> = []
+        const close: Array<Entry<A>> = []
+        const probe: Array<Entry<A>> = []
+        let total = s.total
+        for (let i = idle.length - 1; i >= 0; i--) { // oldest first
+          const e = idle[i]
+          if (now >= e.expiresAt || (now - e.idleSince >= o.idleTimeout && total > s.minSize)) {
+            close.push(e)
+            total--
+          } else if (now - e.checkedAt >= o.keepaliveInterval) probe.push(e)
+          else keep.push(e)
+        }
+        if (close.length === 0 && probe.length === 0) return [[close, probe], s]
+        return [[close, probe], { ...s, idle: List.fromIterable(keep.reverse()), idleCount: keep.length, total }]
+      })
+      return Effect.flatMap(STM.commit(tx), ([close, probe]) =>
+        Effect.zipRight(
+          Effect.forEach(close, (e) => this.destroyed(e), { discard: true }),
+          Effect.forEach(probe, (e) =>
+            Effect.flatMap(this.validate(e), (ok) => {
+              if (!ok) return this.retire(e)
+              e.checkedAt = this.now()
+              return this.give(e, false, undefined)
+            }), { discard: true })
+        ))
+    })
+    return Effect.forever(Effect.zipRight(Effect.suspend(() => Effect.sleep(this.housekeepingInterval)), pass))
+  }
+
+  /** Keeps `minSize` connections open, one connect at a time, backing off while connects fail. */
+  get maintainer(): Effect.Effect<never> {
+    const reserve = this.modify((s): readonly [boolean, State<A>] =>
+      !s.closed && s.total + s.pending < s.minSize ? [true, { ...s, pending: s.pending + 1 }] : [false, s]
+    )
+    const fill = (failures: number): Effect.Effect<void> =>
+      Effect.flatMap(STM.commit(reserve), (reserved) => {
+        if (!reserved) return Effect.void
+        return Effect.flatMap(this.create(undefined, "background"), (ok) => {
+          if (ok) return fill(0)
+          return Effect.flatMap(Random.next, (r) =>
+            Effect.zipRight(Effect.sleep(backoffDelay(this.options, failures + 1, r)), fill(failures + 1)))
+        })
+      })
+    return Effect.forever(Effect.zipRight(STM.commit(TQueue.take(this.refill)), fill(0)))
+  }
+
+  // --------------------------------------------------------------------------------------------------- admin
+
+  invalidate(conn: A): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const entry = this.entries.get(conn)
+      if (entry === undefined) return Effect.void
+      entry.invalid = true
+      const tx = this.modify((s): readonly [boolean, State<A>] => {
+        const idle = List.filter(s.idle, (e) => e !== entry)
+        if (List.size(idle) === s.idleCount) return [false, s] // in use: closed when released
+        return [true, { ...s, idle, idleCount: s.idleCount - 1, total: s.total - 1 }]
+      })
+      return Effect.flatMap(STM.commit(tx), (wasIdle) => wasIdle ? this.destroyed(entry) : Effect.void)
+    })
+  }
+
+  get drain(): Effect.Effect<void> {
+    const tx = this.modify((s): readonly [Array<Entry<A>>, State<A>] =>
+      s.idleCount === 0 ? [[], s] : [List.toArray(s.idle), {
+        ...s,
+        idle: List.empty(),
+        idleCount: 0,
+        total: s.total - s.idleCount
+      }]
+    )
+    return Effect.flatMap(STM.commit(tx), (idle) => Effect.forEach(idle, (e) => this.destroyed(e), { discard: true }))
+  }
+
+  resize(sizes: ConnectionPool.Sizes): Effect.Effect<void, InvalidConfig> {
+    return Effect.flatMap(validateSizes(sizes.minSize, sizes.maxSize, this.options), ({ maxSize, minSize }) => {
+      const tx = this.modify((s): readonly [readonly [Array<Entry<A>>, number], State<A>] => {
+        const idle = List.toArray(s.idle)
+        const excess = Math.max(0, Math.min(idle.length, s.total - maxSize))
+        const close = idle.splice(idle.length - excess, excess) // the longest idle go first
+        const [spawn, next] = withSpawn({
+          ...s,
+          minSize,
+          maxSize,
+          idle: excess === 0 ? s.idle : List.fromIterable(idle),
+          idleCount: s.idleCount - excess,
+          total: s.total - excess
+        })
+        return [[close, spawn], next]
+      })
+      return Effect.uninterruptible(Effect.flatMap(STM.commit(tx), ([close, spawn]) => {
+        this.options = { ...this.options, minSize, maxSize }
+        this.publishLimits()
+        return Effect.all([
+          Effect.forEach(close, (e) => this.close(e), { discard: true }),
+          this.spawn(spawn, undefined),
+          this.signalRefill
+        ], { discard: true })
+      }))
+    })
+  }
+
+  shutdown(timeout?: Duration.DurationInput): Effect.Effect<void> {
+    const tx = STM.flatMap(
+      this.modify((s): readonly [Array<Entry<A>> | undefined, State<A>] =>
+        s.closed ? [undefined, s] : [List.toArray(s.idle), {
+          ...s,
+          closed: true,
+          idle: List.empty(),
+          idleCount: 0,
+          total: s.total - s.idleCount,
+          waiting: 0
+        }]
+      ),
+      (idle): STM.STM<readonly [Array<Entry<A>>, Array<Waiter<A>>] | undefined> =>
+        idle === undefined ? STM.succeed(undefined) : STM.map(TQueue.takeAll(this.queue), (queued) => {
+          const waiters = queued.filter((w) => w.status === WAITING)
+          for (const w of waiters) w.status = TAKEN
+          return [idle, waiters] as const
+        })
+    )
+    const settled = STM.commit(STM.flatMap(TRef.get(this.state), (s) => STM.check(() => s.total === 0 && s.pending === 0)))
+    return Effect.uninterruptible(Effect.flatMap(STM.commit(tx), (first) => {
+      if (first === undefined) return Deferred.await(this.shutdownDone)
+      const [idle, waiters] = first
+      const deadline = timeout === undefined ? this.options.shutdownTimeout : Duration.toMillis(timeout)
+      const closed = new PoolClosed({ pool: this.name })
+      return Effect.all([
+        Effect.logDebug("shutting down"),
+        Effect.forEach(waiters, (w) => Deferred.fail(w.deferred, closed), { discard: true }),
+        Effect.forEach(idle, (e) => this.close(e), { discard: true }),
+        FiberSet.clear(this.creators),
+        Effect.interruptible(settled).pipe(
+          Effect.timeoutTo({ duration: deadline, onSuccess: () => true, onTimeout: () => false }),
+          Effect.flatMap((settled) => settled ? Effect.void : this.closeInUse)
+        ),
+        Effect.logDebug("shut down"),
+        Deferred.succeed(this.shutdownDone, undefined)
+      ], { discard: true }).pipe(Effect.annotateLogs("pool", this.name))
+    }))
+  }
+
+  /** At the shutdown deadline: connections still in use are closed under their users. */
+  get closeInUse(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const open = Array.from(this.entries.values()).filter((e) => !e.closed)
+      return Effect.zipRight(
+        STM.commit(this.modify((s) => [undefined, { ...s, total: s.total - open.length }])),
+        Effect.forEach(open, (e) => this.close(e), { discard: true })
+      )
+    })
+  }
+
+  timeoutError(phase: "waiting" | "connecting", waitedMs: number, stats: PoolStats) {
+    return new PoolTimeout({
+      pool: this.name,
+      phase,
+      timeout: Duration.millis(phase === "waiting" ? this.options.acquireTimeout : this.options.connectTimeout),
+      waited: Duration.millis(waitedMs),
+      stats
+    })
+  }
+}
+
+const takeIdle = <A>(s: State<A>): readonly [Take<A>, State<A>] => {
+  const idle = s.idle as List.Cons<Entry<A>>
+  return [{ _tag: "Entry", entry: idle.head }, { ...s, idle: idle.tail, idleCount: s.idleCount - 1 }]
+}
+
+// -----------------------------------------------------------------------------------------------------------------
+// Constructors
+// -----------------------------------------------------------------------------------------------------------------
+
+/** @internal */
+export const make = <A, R>(
+  options: ConnectionPool.Options<A, R>
+): Effect.Effect<ConnectionPool.ConnectionPool<A>, InvalidConfig, Scope.Scope | R> =>
+  Effect.gen(function*() {
+    const resolved = yield* resolve(options)
+    const context = yield* Effect.context<R>()
+    const driver: ConnectionPool.Driver<A> = {
+      connect: Effect.provide(options.driver.connect, context),
+      close: options.driver.close,
+      validate: options.driver.validate
+    }
+    const state = yield* TRef.make<State<A>>({
+      closed: false,
+      idle: List.empty(),
+      idleCount: 0,
+      total: 0,
+      pending: 0,
+      waiting: 0,
+      minSize: resolved.minSize,
+      maxSize: resolved.maxSize
+    })
+    const queue = yield* TQueue.unbounded<Waiter<A>>()
+    const refill = yield* TQueue.sliding<true>(1)
+    const creators = yield* FiberSet.make<boolean>()
+    const clock = yield* Effect.clock
+    const pool = new PoolImpl(resolved, driver, state, queue, refill, creators, clock)
+    // finalizers run last-in first-out: the background fibers stop, then the pool shuts down, then the fiber set
+    yield* Effect.addFinalizer(() => pool.shutdown())
+    yield* Effect.forkScoped(Effect.interruptible(pool.sweeper))
+    yield* Effect.forkScoped(Effect.interruptible(pool.housekeeper))
+    yield* Effect.forkScoped(Effect.interruptible(pool.maintainer))
+    yield* pool.signalRefill
+    yield* Effect.logDebug("pool created")
+    return pool
+  }).pipe(Effect.annotateLogs("pool", options.name ?? "default"))
+
+/** @internal */
+export const layer = <I, A, R>(tag: Context.Tag<I, ConnectionPool.ConnectionPool<A>>, options: ConnectionPool.Options<A, R>) =>
+  Layer.scoped(tag, make(options))
+
+/** @internal */
+export const layerConfig = <I, A, R>(
+  tag: Context.Tag<I, ConnectionPool.ConnectionPool<A>>,
+  driver: ConnectionPool.Driver<A, R>,
+  config: Config.Config.Wrap<PoolConfig>
+): Layer.Layer<I, ConfigError.ConfigError | InvalidConfig, R> =>
+  Layer.scoped(tag, Effect.flatMap(Config.unwrap(config), (c) => make({ ...c, driver })))
+
+/** @internal */
+export const makeTag = (id: string): any => {
+  const tag: any = Context.Tag(id)<any, ConnectionPool.ConnectionPool<any>>()
+  const use = <X>(f: (pool: ConnectionPool.ConnectionPool<any>) => X) => Effect.flatMap(tag, f as any)
+  tag.layer = (options: ConnectionPool.Options<any, any>) => layer(tag, options)
+  tag.layerConfig = (driver: ConnectionPool.Driver<any, any>, config: Config.Config.Wrap<PoolConfig>) =>
+    layerConfig(tag, driver, config)
+  tag.get = use((pool) => pool.get)
+  tag.tryGet = use((pool) => pool.tryGet)
+  tag.withConnection = (f: any) => use((pool) => pool.withConnection(f))
+  tag.withConnectionTry = (f: any) => use((pool) => pool.withConnectionTry(f))
+  tag.invalidate = (conn: unknown) => use((pool) => pool.invalidate(conn))
+  tag.drain = use((pool) => pool.drain)
+  tag.shutdown = (timeout?: Duration.DurationInput) => use((pool) => pool.shutdown(timeout))
+  tag.stats = use((pool) => pool.stats)
+  tag.resize = (sizes: ConnectionPool.Sizes) => use((pool) => pool.resize(sizes))
+  return tag
+}
+
+// -----------------------------------------------------------------------------------------------------------------
+// Combinators
+// -----------------------------------------------------------------------------------------------------------------
+
+/** @internal */
+export const withConnection = dual(
+  2,
+  <A, X, E, R>(self: ConnectionPool.ConnectionPool<A>, f: (conn: A) => Effect.Effect<X, E, R>) =>
+    self.withConnection(f)
+)
+
+/** @internal */
+export const withConnectionTry = dual(
+  2,
+  <A, X, E, R>(self: ConnectionPool.ConnectionPool<A>, f: (conn: A) => Effect.Effect<X, E, R>) =>
+    self.withConnectionTry(f)
+)
+
+/** @internal */
+export const invalidate = dual(2, <A>(self: ConnectionPool.ConnectionPool<A>, conn: A) => self.invalidate(conn))
+
+/** @internal */
+export const resize = dual(
+  2,
+  <A>(self: ConnectionPool.ConnectionPool<A>, sizes: ConnectionPool.Sizes) => self.resize(sizes)
+)
+
+/** @internal */
+export const shutdown = dual(
+  (args) => isConnectionPool(args[0]),
+  <A>(self: ConnectionPool.ConnectionPool<A>, timeout?: Duration.DurationInput) => self.shutdown(timeout)
+)
