@@ -52,7 +52,7 @@ export type TypeId = typeof TypeId
  * How to open, close and check one connection of type `A`.
  *
  * `connect` should fail with a `ConnectionError` whose `reason` names the server and never a secret, and should
- * release anything half-opened when interrupted. `close` should not fail. `validate` answers whether an idle
+ * release anything half-opened when interrupted. `close` should not fail, and is called exactly once per connection. `validate` answers whether an idle
  * connection still works (for a database: a trivial query); the pool bounds it with `validationTimeout`.
  *
  * @since 0.1.0
@@ -62,6 +62,11 @@ export interface Driver<A, R = never> {
   readonly connect: Effect.Effect<A, ConnectionError, R>
   readonly close: (conn: A) => Effect.Effect<void>
   readonly validate?: ((conn: A) => Effect.Effect<boolean>) | undefined
+  /**
+   * Asked, synchronously, when a connection comes back: `false` closes it instead of reusing it (for example a
+   * client that saw its socket die, or still has a query in flight).
+   */
+  readonly reusable?: ((conn: A) => boolean) | undefined
 }
 
 /**

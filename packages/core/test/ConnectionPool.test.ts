@@ -134,6 +134,22 @@ describe("ConnectionPool", () => {
         yield* Fiber.interrupt(h.fiber)
         assert.strictEqual(t.opened[0].closes, 1)
       }))
+
+    it.scoped("a connection the driver says is not reusable is closed when it comes back", () =>
+      Effect.gen(function*() {
+        const t = makeDriver()
+        const pool = yield* ConnectionPool.make({ driver: { ...t.driver, reusable: (conn) => !conn.broken } })
+        yield* pool.withConnection(() => Effect.void)
+        assert.strictEqual(t.opened[0].closes, 0)
+        yield* pool.withConnection((conn) => Effect.sync(() => conn.broken = true))
+        assert.strictEqual(t.opened[0].closes, 1)
+        assert.strictEqual((yield* pool.stats).total, 0)
+        // one that breaks while idle is not lent, even inside the validation bypass window
+        yield* pool.withConnection(() => Effect.void)
+        t.opened[1].broken = true
+        assert.strictEqual(yield* pool.withConnection((c) => Effect.succeed(c.id)), 3)
+        assert.strictEqual(t.opened[1].closes, 1)
+      }))
   })
 
   describe("tryGet", () => {

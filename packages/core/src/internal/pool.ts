@@ -283,7 +283,11 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         case "Entry": {
           const entry = take.entry
           const now = this.now()
-          if (now < entry.expiresAt && (this.driver.validate === undefined || now - entry.checkedAt <= this.options.validationBypass)) {
+          if (
+            now < entry.expiresAt &&
+            (this.driver.validate === undefined || now - entry.checkedAt <= this.options.validationBypass) &&
+            (this.driver.reusable === undefined || this.driver.reusable(entry.conn))
+          ) {
             return Effect.succeed(this.borrowed(entry, now, undefined)) // the hot path: no wait, no check
           }
           const start = this.clock.unsafeCurrentTimeNanos()
@@ -329,7 +333,10 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     entry: Entry<A>,
     retry: Effect.Effect<Entry<A>, PoolError>
   ): Effect.Effect<Entry<A>, PoolError> {
-    if (this.now() >= entry.expiresAt) return Effect.zipRight(this.retire(entry), retry)
+    if (this.now() >= entry.expiresAt || (this.driver.reusable !== undefined && !this.driver.reusable(entry.conn))) {
+      return Effect.zipRight(this.retire(entry), retry)
+    }
+    if (this.driver.validate === undefined) return Effect.succeed(entry)
     return Effect.flatMap(Effect.exit(restore(this.validate(entry))), (exit) => {
       if (Exit.isFailure(exit)) return Effect.zipRight(this.retire(entry), Effect.failCause(exit.cause)) // interrupted
       if (exit.value) {
@@ -422,6 +429,8 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     this.metrics.useTime.unsafeUpdate((now - entry.borrowedAt) / 1000, [])
     if (Exit.isFailure(exit) && (Cause.isInterrupted(exit.cause) || Cause.isDie(exit.cause))) {
       entry.invalid = true // its user was interrupted or died mid-use: its state is unknown
+    } else if (this.driver.reusable !== undefined && !this.driver.reusable(entry.conn)) {
+      entry.invalid = true
     }
     entry.idleSince = now
     entry.checkedAt = now
@@ -828,7 +837,8 @@ export const make = <A, R>(
     const driver: ConnectionPool.Driver<A> = {
       connect: Effect.provide(options.driver.connect, context),
       close: options.driver.close,
-      validate: options.driver.validate
+      validate: options.driver.validate,
+      reusable: options.driver.reusable
     }
     const state = yield* TRef.make<State<A>>({
       closed: false,
