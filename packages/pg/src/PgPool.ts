@@ -1,0 +1,189 @@
+/**
+ * PostgreSQL on `@connection-pool/core`: a driver for `pg.Client`, and the layer that gives an Effect program a
+ * `PgClient` / `SqlClient` (from @effect/sql-pg) whose connections come from our `ConnectionPool` instead of
+ * pg-pool. Existing `sql\`...\`` code runs unchanged: queries, `sql.withTransaction`, streams (cursors),
+ * `listen` / `notify`, and cancellation of a running query when its fiber is interrupted.
+ *
+ * @example
+ * ```ts
+ * import { PgPool } from "@connection-pool/pg"
+ * import { SqlClient } from "@effect/sql"
+ * import { Effect, Redacted } from "effect"
+ *
+ * const DbLive = PgPool.layer({ url: Redacted.make("postgres://app@db:5432/app"), maxSize: 20 })
+ *
+ * const program = Effect.gen(function*() {
+ *   const sql = yield* SqlClient.SqlClient
+ *   return yield* sql`SELECT now()`
+ * }).pipe(Effect.provide(DbLive))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as ConnectionPool from "@connection-pool/core/ConnectionPool"
+import type { ConnectionError, InvalidConfig, PoolError } from "@connection-pool/core/PoolError"
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
+import type pg from "pg"
+import * as driver from "./internal/driver.js"
+import * as facade from "./internal/facade.js"
+
+/**
+ * Connection options (`url` or its parts; secrets as `Redacted`), the pool's options from
+ * `@connection-pool/core`, and @effect/sql-pg's client options.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PgPoolConfig extends ConnectionPool.PoolConfig, driver.ConnectOptions {
+  /** Open one connection while the layer is built, so a wrong URL or password fails the layer. Default true. */
+  readonly connectOnStart?: boolean | undefined
+  readonly spanAttributes?: Record<string, unknown> | undefined
+  readonly transformResultNames?: ((str: string) => string) | undefined
+  readonly transformQueryNames?: ((str: string) => string) | undefined
+  readonly transformJson?: boolean | undefined
+}
+
+/**
+ * The pool of raw `pg.Client`s behind the layer's `PgClient`.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class PgPool extends ConnectionPool.Tag("@connection-pool/pg/PgPool")<PgPool, pg.Client>() {}
+
+/**
+ * The driver alone, for a `ConnectionPool` of your own: connects with readable errors that name host, port,
+ * database and user and never a password; validates with `SELECT 1`; never reuses a client that emitted `error`
+ * or `end`, or still has a query in flight (it is cancelled on the server, then closed).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const driver_: (options: driver.ConnectOptions) => ConnectionPool.Driver<pg.Client> = driver.make
+export { driver_ as driver }
+
+/**
+ * Builds the pool and a `PgClient` served by it, in the current scope.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: PgPoolConfig
+): Effect.Effect<
+  { readonly pool: ConnectionPool.ConnectionPool<pg.Client>; readonly client: PgClient.PgClient },
+  InvalidConfig | ConnectionError | PoolError | SqlError,
+  Scope.Scope | Reactivity.Reactivity
+> =>
+  Effect.gen(function*() {
+    const pool = yield* ConnectionPool.make({ name: "postgres", ...options, driver: driver.make(options) })
+    if (options.connectOnStart !== false) yield* pool.withConnection(() => Effect.void)
+    const pgPool = yield* facade.make(pool, driver.clientConfig(options))
+    const client = yield* PgClient.fromPool({
+      acquire: Effect.succeed(pgPool),
+      applicationName: options.applicationName ?? "@connection-pool/pg",
+      spanAttributes: options.spanAttributes,
+      transformResultNames: options.transformResultNames,
+      transformQueryNames: options.transformQueryNames,
+      transformJson: options.transformJson,
+      types: options.types
+    })
+    return { pool, client }
+  })
+
+/**
+ * `PgPool`, `PgClient` and `SqlClient`, from one pool.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: PgPoolConfig
+): Layer.Layer<PgPool | PgClient.PgClient | SqlClient.SqlClient, InvalidConfig | PoolError | SqlError> =>
+  Layer.scopedContext(
+    Effect.map(make(options), ({ client, pool }) =>
+      Context.make(PgPool, pool).pipe(
+        Context.add(PgClient.PgClient, client),
+        Context.add(SqlClient.SqlClient, client)
+      ))
+  ).pipe(Layer.provide(Reactivity.layer))
+
+/**
+ * `layer` with its options read from `Config`, for example environment variables.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<PgPoolConfig>
+): Layer.Layer<
+  PgPool | PgClient.PgClient | SqlClient.SqlClient,
+  ConfigError.ConfigError | InvalidConfig | PoolError | SqlError
+> => Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))
+
+/**
+ * Runs `f` with a raw `pg.Client` from the layer's pool. A connection-class failure (SQLSTATE 08xxx, 57P01..03)
+ * evicts the connection.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const withConnection = <X, E, R>(
+  f: (client: pg.Client) => Effect.Effect<X, E, R>
+): Effect.Effect<X, E | PoolError, R | PgPool> =>
+  PgPool.withConnection((client) =>
+    Effect.tapErrorCause(f(client), (cause) =>
+      Effect.sync(() => {
+        for (const error of [...causeErrors(cause)]) if (driver.isConnectionFailure(error)) driver.markBroken(client)
+      }))
+  )
+
+function* causeErrors(cause: import("effect/Cause").Cause<unknown>): Generator<unknown> {
+  switch (cause._tag) {
+    case "Fail":
+      yield cause.error
+      yield (cause.error as { cause?: unknown } | undefined)?.cause
+      break
+    case "Die":
+      yield cause.defect
+      break
+    case "Sequential":
+    case "Parallel":
+      yield* causeErrors(cause.left)
+      yield* causeErrors(cause.right)
+      break
+  }
+}
+
+/**
+ * Runs `query` on a raw client, as an Effect that fails with the `pg` error (SQLSTATE in `code`).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const query = <R extends pg.QueryResultRow = pg.QueryResultRow>(
+  client: pg.Client,
+  text: string,
+  values?: ReadonlyArray<unknown>
+): Effect.Effect<pg.QueryResult<R>, pg.DatabaseError | Error> =>
+  Effect.async((resume) => {
+    client.query<R>(text, values as Array<unknown>, (error, result) =>
+      resume(error ? Effect.fail(error as pg.DatabaseError) : Effect.succeed(result)))
+  })
+
+/**
+ * Why a query's failure is a lost session rather than a bad statement.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const isConnectionFailure: (error: unknown) => boolean = driver.isConnectionFailure
