@@ -143,8 +143,11 @@ export const cancel = (client: pg.Client): Effect.Effect<void> => {
       packet.writeInt32BE(80877102, 4)
       packet.writeInt32BE(processID, 8)
       packet.writeInt32BE(secretKey, 12)
-      socket.end(packet)
+      // like libpq, let the server close the socket once the cancel is handled: hanging up first crashes
+      // PgBouncer 1.18 (pgbouncer/pgbouncer#801)
+      socket.write(packet)
     })
+    socket.once("end", () => socket.end())
     socket.once("close", done)
     socket.once("error", done)
     return Effect.sync(() => socket.destroy())

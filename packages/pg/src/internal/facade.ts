@@ -8,7 +8,7 @@ import { cancel, markBroken } from "./driver.js"
 
 type Callback = (error: Error | undefined, client?: pg.PoolClient, release?: (error?: Error | boolean) => void) => void
 
-const cancelQuery = /^SELECT pg_cancel_backend\((\d+)\)$/
+const cancelQuery = /^SELECT pg_cancel_backend\((-?\d+)\)$/ // PgBouncer hands out negative pids
 // @effect/sql-pg 0.53 sends `NOTIFY "chan", $1`, which PostgreSQL rejects (42601: NOTIFY takes no parameters; it
 // fails the same on pg-pool). `pg_notify(channel, payload)` is the documented equivalent for a quoted channel.
 const notifyQuery = /^NOTIFY ("(?:[^"]|"")+"), \$1$/
