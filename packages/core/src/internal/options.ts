@@ -1,25 +1,8 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type { PoolConfig } from "../ConnectionPool.js"
 import { InvalidConfig } from "../PoolError.js"
 
-/** @internal */
-export interface PoolConfig {
-  readonly name?: string | undefined
-  readonly minSize?: number | undefined
-  readonly maxSize?: number | undefined
-  readonly acquireTimeout?: Duration.DurationInput | undefined
-  readonly connectTimeout?: Duration.DurationInput | undefined
-  readonly idleTimeout?: Duration.DurationInput | undefined
-  readonly maxLifetime?: Duration.DurationInput | undefined
-  readonly maxLifetimeJitter?: number | undefined
-  readonly validationBypass?: Duration.DurationInput | undefined
-  readonly validationTimeout?: Duration.DurationInput | undefined
-  readonly keepaliveInterval?: Duration.DurationInput | undefined
-  readonly connectRetries?: number | undefined
-  readonly connectBackoff?: Duration.DurationInput | undefined
-  readonly connectBackoffMax?: Duration.DurationInput | undefined
-  readonly shutdownTimeout?: Duration.DurationInput | undefined
-}
 
 /** Options with defaults applied, times in milliseconds (`Infinity` where a timer is off). @internal */
 export interface Resolved {

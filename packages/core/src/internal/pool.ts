@@ -31,7 +31,7 @@ import {
 } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
 import * as metrics from "./metrics.js"
-import { backoffDelay, type PoolConfig, resolve, type Resolved, validateSizes } from "./options.js"
+import { backoffDelay, resolve, type Resolved, validateSizes } from "./options.js"
 
 /** @internal */
 export const TypeId: ConnectionPool.TypeId = Symbol.for("@connection-pool/core/ConnectionPool") as ConnectionPool.TypeId
@@ -873,7 +873,7 @@ export const layer = <I, A, R>(tag: Context.Tag<I, ConnectionPool.ConnectionPool
 export const layerConfig = <I, A, R>(
   tag: Context.Tag<I, ConnectionPool.ConnectionPool<A>>,
   driver: ConnectionPool.Driver<A, R>,
-  config: Config.Config.Wrap<PoolConfig>
+  config: Config.Config.Wrap<ConnectionPool.PoolConfig>
 ): Layer.Layer<I, ConfigError.ConfigError | InvalidConfig, R> =>
   Layer.scoped(tag, Effect.flatMap(Config.unwrap(config), (c) => make({ ...c, driver })))
 
@@ -882,7 +882,7 @@ export const makeTag = (id: string): any => {
   const tag: any = Context.Tag(id)<any, ConnectionPool.ConnectionPool<any>>()
   const use = <X>(f: (pool: ConnectionPool.ConnectionPool<any>) => X) => Effect.flatMap(tag, f as any)
   tag.layer = (options: ConnectionPool.Options<any, any>) => layer(tag, options)
-  tag.layerConfig = (driver: ConnectionPool.Driver<any, any>, config: Config.Config.Wrap<PoolConfig>) =>
+  tag.layerConfig = (driver: ConnectionPool.Driver<any, any>, config: Config.Config.Wrap<ConnectionPool.PoolConfig>) =>
     layerConfig(tag, driver, config)
   tag.get = use((pool) => pool.get)
   tag.tryGet = use((pool) => pool.tryGet)

@@ -507,21 +507,8 @@ class Cluster implements PgCluster {
       orphanDir: this.baseDir
     })
     this.server = server
-    const deadline = Date.now() + this.timeoutMs
-    let lastError: unknown
-    for (;;) {
-      if (server.hasExited()) break
-      try {
-        await probe(this.url, Math.max(500, Math.min(2000, deadline - Date.now())))
-        // a forgotten cluster must not keep Node alive; the exit hook and the supervisor clean up
-        server.child.unref()
-        return
-      } catch (e) {
-        lastError = e
-      }
-      if (Date.now() >= deadline) break
-      await sleep(25)
-    }
+    const lastError = await untilReady(server, this.url, this.timeoutMs)
+    if (lastError === undefined) return
     if (!server.hasExited()) {
       trySignal(server.pid, "SIGQUIT")
       await waitExit(server, 5000, ["SIGKILL"]).catch(() => {})
@@ -609,6 +596,28 @@ class Cluster implements PgCluster {
       await this.stop("immediate")
       removeTempDir(this.baseDir)
     }
+  }
+}
+
+/**
+ * Probes `url` until a real query runs (resolves `undefined`), the server exits, or `timeoutMs` passes (resolves
+ * the last error seen). Once ready, a forgotten server must not keep Node alive: the exit hook and the supervisor
+ * clean up.
+ */
+const untilReady = async (server: Supervised, url: string, timeoutMs: number): Promise<unknown> => {
+  const deadline = Date.now() + timeoutMs
+  let lastError: unknown = new Error("the server exited before it accepted a connection")
+  for (;;) {
+    if (server.hasExited()) return lastError
+    try {
+      await probe(url, Math.max(500, Math.min(2000, deadline - Date.now())))
+      server.child.unref()
+      return undefined
+    } catch (e) {
+      lastError = e
+    }
+    if (Date.now() >= deadline) return lastError
+    await sleep(25)
   }
 }
 
@@ -748,20 +757,8 @@ class Bouncer implements PgBouncer {
       orphanDir: this.dir
     })
     this.server = server
-    const deadline = Date.now() + timeoutMs
-    let lastError: unknown
-    for (;;) {
-      if (server.hasExited()) break
-      try {
-        await probe(this.url, Math.max(500, Math.min(2000, deadline - Date.now())))
-        server.child.unref()
-        return
-      } catch (e) {
-        lastError = e
-      }
-      if (Date.now() >= deadline) break
-      await sleep(25)
-    }
+    const lastError = await untilReady(server, this.url, timeoutMs)
+    if (lastError === undefined) return
     trySignal(server.pid, "SIGKILL")
     await waitExit(server, 5000, []).catch(() => {})
     throw new Error(
