@@ -3,7 +3,6 @@ import * as Effect from "effect/Effect"
 import type { PoolConfig } from "../ConnectionPool.js"
 import { InvalidConfig } from "../PoolError.js"
 
-
 /** Options with defaults applied, times in milliseconds (`Infinity` where a timer is off). @internal */
 export interface Resolved {
   readonly name: string
