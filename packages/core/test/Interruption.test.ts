@@ -121,7 +121,7 @@ describe("observability", () => {
       assert.strictEqual(find("db.client.connection.use_time").count, 1)
     }))
 
-  it.scoped("an acquire that waits is traced as a ConnectionPool.acquire span", () =>
+  it.scoped("an acquire that waits is traced as a child of the caller's span", () =>
     Effect.gen(function*() {
       const spans: Array<string> = []
       const native = yield* Effect.tracer
@@ -134,10 +134,25 @@ describe("observability", () => {
       })
       const t = makeDriver()
       const pool = yield* ConnectionPool.make({ driver: t.driver })
-      yield* pool.withConnection(() => Effect.void).pipe(Effect.withTracer(tracer))
-      assert.include(spans, "ConnectionPool.acquire")
+      const traced = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        effect.pipe(Effect.withSpan("request"), Effect.withTracer(tracer))
+      yield* traced(pool.withConnection(() => Effect.void))
+      assert.deepStrictEqual(spans, ["request", "ConnectionPool.acquire"]) // it opened a connection
+      yield* traced(pool.withConnection(() => Effect.void))
+      assert.deepStrictEqual(spans.length, 3) // served at once from idle: only the request's span
+      const holder = yield* hold(pool)
+      yield* Deferred.await(holder.got)
+      yield* pool.resize({ maxSize: 1 })
+      const waiter = yield* Effect.fork(traced(pool.withConnection(() => Effect.void)))
+      yield* settle
+      yield* holder.release
+      yield* Fiber.join(waiter)
+      assert.deepStrictEqual(spans.slice(3), ["request", "ConnectionPool.acquire"]) // it waited
+      // no parent span, no trace to join: no span
       const before = spans.length
+      yield* pool.invalidate(t.opened[0])
+      yield* pool.drain
       yield* pool.withConnection(() => Effect.void).pipe(Effect.withTracer(tracer))
-      assert.strictEqual(spans.length, before) // served at once from idle: no span
+      assert.strictEqual(spans.length, before)
     }))
 })
