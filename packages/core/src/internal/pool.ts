@@ -320,16 +320,12 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   /** `tryGet`'s transaction: never queues; opens a connection for itself when there is room. */
   makeTryTakeTx(): Effect.Effect<Take<A>> {
     return STM.commit(this.modify((s): readonly [Take<A>, State<A>] => {
-    if (s.closed) return [closedTake, s]
-    if (s.idleCount > 0) return takeIdle(s)
-    if (s.total + s.pending < s.maxSize) {
-      return [{ _tag: "Wait", waiter: this.waiter(false, true), spawn: 1, wake: false }, {
-        ...s,
-        pending: s.pending + 1
-      }]
-    }
-    return [emptyTake, s]
-  }))
+      if (s.closed) return [closedTake, s]
+      if (s.idleCount > 0) return takeIdle(s)
+      if (s.total + s.pending >= s.maxSize) return [emptyTake, s]
+      const waiter = this.waiter(false, true)
+      return [{ _tag: "Wait", waiter, spawn: 1, wake: false }, { ...s, pending: s.pending + 1 }]
+    }))
   }
 
   waiter(queued: boolean, spawned: boolean): Waiter<A> {
@@ -350,11 +346,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
           ) {
             return Effect.succeed(this.borrowed(entry, now, undefined)) // the hot path: no wait, no check
           }
-          const start = this.clock.unsafeCurrentTimeNanos()
-          return Effect.map(
-            this.checkout(restore, entry, this.acquire(restore, exclusive)),
-            (entry) => this.borrowed(entry, this.now(), start)
-          )
+          return this.checkout(restore, entry, this.clock.unsafeCurrentTimeNanos(), this.acquire(restore, exclusive))
         }
         case "Wait": {
           const waiter = take.waiter
@@ -386,23 +378,25 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     return entry
   }
 
-  /** An idle connection goes out unless it expired, or sat idle past the bypass window and fails validation. */
+  /**
+   * An idle connection goes out unless it expired, the driver knows it is broken, or it sat idle past the bypass
+   * window and fails validation; then it is closed and `retry` (a whole new acquire, counted on its own) runs.
+   */
   checkout(
     restore: Restore,
     entry: Entry<A>,
+    start: bigint,
     retry: Effect.Effect<Entry<A>, PoolError>
   ): Effect.Effect<Entry<A>, PoolError> {
     if (this.now() >= entry.expiresAt || (this.driver.reusable !== undefined && !this.driver.reusable(entry.conn))) {
       return Effect.zipRight(this.retire(entry), retry)
     }
-    if (this.driver.validate === undefined) return Effect.succeed(entry)
+    if (this.driver.validate === undefined) return Effect.succeed(this.borrowed(entry, this.now(), start))
     return Effect.flatMap(Effect.exit(restore(this.validate(entry))), (exit) => {
       if (Exit.isFailure(exit)) return Effect.zipRight(this.retire(entry), Effect.failCause(exit.cause)) // interrupted
-      if (exit.value) {
-        entry.checkedAt = this.now()
-        return Effect.succeed(entry)
-      }
-      return Effect.zipRight(this.retire(entry), retry)
+      if (!exit.value) return Effect.zipRight(this.retire(entry), retry)
+      entry.checkedAt = this.now()
+      return Effect.succeed(this.borrowed(entry, entry.checkedAt, start))
     })
   }
 
