@@ -2,7 +2,9 @@
  * PostgreSQL on `@connection-pool/core`: a driver for `pg.Client`, and the layer that gives an Effect program a
  * `PgClient` / `SqlClient` (from @effect/sql-pg) whose connections come from our `ConnectionPool` instead of
  * pg-pool. Existing `sql\`...\`` code runs unchanged: queries, `sql.withTransaction`, streams (cursors),
- * `listen` / `notify`, and cancellation of a running query when its fiber is interrupted.
+ * `listen` / `notify`, and cancellation of a running query when its fiber is interrupted. The client is built
+ * with @effect/sql's `SqlClient.make` (sql-pg's compiler and semantics): each statement borrows a connection in
+ * its caller's own fiber, a transaction holds one for its whole scope.
  *
  * @example
  * ```ts
@@ -34,7 +36,7 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import type pg from "pg"
 import * as driver from "./internal/driver.js"
-import * as facade from "./internal/facade.js"
+import * as pgClient from "./internal/client.js"
 
 /**
  * Connection options (`url` or its parts; secrets as `Redacted`), the pool's options from
@@ -43,13 +45,9 @@ import * as facade from "./internal/facade.js"
  * @since 0.1.0
  * @category models
  */
-export interface PgPoolConfig extends ConnectionPool.PoolConfig, driver.ConnectOptions {
+export interface PgPoolConfig extends ConnectionPool.PoolConfig, driver.ConnectOptions, pgClient.ClientOptions {
   /** Open one connection while the layer is built, so a wrong URL or password fails the layer. Default true. */
   readonly connectOnStart?: boolean | undefined
-  readonly spanAttributes?: Record<string, unknown> | undefined
-  readonly transformResultNames?: ((str: string) => string) | undefined
-  readonly transformQueryNames?: ((str: string) => string) | undefined
-  readonly transformJson?: boolean | undefined
 }
 
 /**
@@ -87,15 +85,22 @@ export const make = (
   Effect.gen(function*() {
     const pool = yield* ConnectionPool.make({ name: "postgres", ...options, driver: driver.make(options) })
     if (options.connectOnStart !== false) yield* pool.withConnection(() => Effect.void)
-    const pgPool = yield* facade.make(pool, driver.clientConfig(options))
-    const client = yield* PgClient.fromPool({
-      acquire: Effect.succeed(pgPool),
-      applicationName: options.applicationName ?? "@connection-pool/pg",
+    const client = yield* pgClient.make(pool, options, {
+      url: options.url,
+      host: options.host,
+      port: options.port,
+      database: options.database,
+      username: options.username,
+      password: options.password,
+      ssl: options.ssl,
+      applicationName: options.applicationName,
       spanAttributes: options.spanAttributes,
       transformResultNames: options.transformResultNames,
       transformQueryNames: options.transformQueryNames,
       transformJson: options.transformJson,
-      types: options.types
+      types: options.types,
+      maxConnections: options.maxSize,
+      minConnections: options.minSize
     })
     return { pool, client }
   })
