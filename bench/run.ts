@@ -1,0 +1,21 @@
+/**
+ * Runs the benchmark suites: `node --import tsx bench/run.ts [suite]`, all of them when none is named.
+ */
+const suites: Record<string, () => Promise<void>> = {
+  core: () => import("./core.js").then((suite) => suite.main()),
+  pg: () => import("./pg.js").then((suite) => suite.main())
+}
+
+const run = async (names: ReadonlyArray<string>): Promise<void> => {
+  for (const name of names) {
+    if (!Object.hasOwn(suites, name)) {
+      console.error(`unknown suite "${name}"; known: ${Object.keys(suites).join(", ")}`)
+      process.exitCode = 1
+      return
+    }
+  }
+  for (const name of names) await suites[name]()
+}
+
+const requested = process.argv.slice(2)
+await run(requested.length === 0 || requested.includes("all") ? Object.keys(suites) : requested)
