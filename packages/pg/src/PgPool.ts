@@ -31,8 +31,10 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type pg from "pg"
 import * as driver from "./internal/driver.js"
@@ -83,7 +85,17 @@ export const make = (
   Scope.Scope | Reactivity.Reactivity
 > =>
   Effect.gen(function*() {
-    const pool = yield* ConnectionPool.make({ name: "postgres", ...options, driver: driver.make(options) })
+    // pg times the connect out itself, so the failure is a ConnectionError that names the server; the pool's own
+    // connect timeout, a second later, only catches a driver that hangs regardless
+    // (an invalid value goes to the pool untouched, which rejects it with InvalidConfig)
+    const decoded = Duration.decodeUnknown(options.connectTimeout ?? options.acquireTimeout ?? "30 seconds")
+    const valid = Option.filter(decoded, (d) => Duration.isFinite(d) && Duration.toMillis(d) > 0)
+    const pool = yield* ConnectionPool.make({
+      name: "postgres",
+      ...options,
+      connectTimeout: Option.isSome(valid) ? Duration.sum(valid.value, Duration.seconds(1)) : options.connectTimeout,
+      driver: driver.make({ ...options, connectTimeout: Option.getOrUndefined(valid) })
+    })
     if (options.connectOnStart !== false) yield* pool.withConnection(() => Effect.void)
     const client = yield* pgClient.make(pool, options, {
       url: options.url,

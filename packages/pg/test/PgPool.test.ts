@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, Effect, Exit, Fiber, Layer, Redacted, Stream } from "effect"
+import * as net from "node:net"
 import { afterAll, beforeAll } from "vitest"
 import { PgPool } from "../src/index.js"
 import { freePort, type PgCluster, startCluster } from "./harness/PgCluster.js"
@@ -174,7 +175,7 @@ describe("PgPool: connection errors are typed and keep secrets", () => {
   afterAll(() => cluster?.destroy())
 
   const failure = (opts: PgPool.PgPoolConfig) =>
-    Effect.flip(Effect.provide(PgPool.PgPool.stats, PgPool.layer({ ...opts, connectTimeout: "5 seconds" })))
+    Effect.flip(Effect.provide(PgPool.PgPool.stats, PgPool.layer({ connectTimeout: "5 seconds", ...opts })))
 
   it.live("the right password works", () =>
     Effect.gen(function*() {
@@ -229,6 +230,22 @@ describe("PgPool: connection errors are typed and keep secrets", () => {
       const error = yield* failure({ host: "no-such-host.invalid", port: 5432, database: "db1" })
       assert.strictEqual(error._tag, "ConnectionError")
       assert.include(error.message, `DNS lookup of "no-such-host.invalid" failed`)
+    }))
+
+  it.live("a server that never answers: ConnectionError after connectTimeout, naming the server", () =>
+    Effect.gen(function*() {
+      // accepts TCP and then says nothing, as a firewalled or hung host does
+      const silent = net.createServer(() => {})
+      yield* Effect.async<void>((resume) => void silent.listen(0, "127.0.0.1", () => resume(Effect.void)))
+      const port = (silent.address() as net.AddressInfo).port
+      const started = Date.now()
+      const error = yield* failure({ url: Redacted.make(`postgres://app:pw-q9@127.0.0.1:${port}/db2`), connectTimeout: "500 millis" })
+        .pipe(Effect.ensuring(Effect.sync(() => silent.close())))
+      assert.strictEqual(error._tag, "ConnectionError")
+      assert.include(error.message, `127.0.0.1:${port}/db2`)
+      assert.include(error.message, "no answer within the connect timeout")
+      assert.notInclude(error.message, "pw-q9")
+      assert.isBelow(Date.now() - started, 3000)
     }))
 
   it.live("TLS demanded from a server without TLS", () =>

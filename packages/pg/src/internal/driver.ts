@@ -19,6 +19,8 @@ export interface ConnectOptions {
   readonly ssl?: boolean | ConnectionOptions | undefined
   readonly applicationName?: string | undefined
   readonly types?: pg.CustomTypesConfig | undefined
+  /** How long pg may take to connect (TCP, TLS and authentication) before the connect fails. */
+  readonly connectTimeout?: Duration.DurationInput | undefined
 }
 
 /** The target as it appears in messages: never a password. @internal */
@@ -66,7 +68,8 @@ export const clientConfig = (options: ConnectOptions): pg.ClientConfig => ({
   ...(options.password !== undefined ? { password: Redacted.value(options.password) } : {}),
   ...(options.ssl !== undefined ? { ssl: options.ssl } : {}),
   ...(options.types !== undefined ? { types: options.types } : {}),
-  application_name: options.applicationName ?? "@connection-pool/pg"
+  application_name: options.applicationName ?? "@connection-pool/pg",
+  connectionTimeoutMillis: Duration.toMillis(options.connectTimeout ?? Duration.seconds(10))
 })
 
 // Clients that saw their connection fail: never reused.
@@ -117,10 +120,13 @@ export const describe = (error: unknown, t: Target, secrets: ReadonlyArray<strin
       break
     default: {
       const message = e.message ?? String(error)
-      why = /ssl|tls|certificate|self[- ]signed/i.test(message) || e.code?.startsWith("ERR_TLS") ||
-          e.code?.includes("CERT")
-        ? `TLS negotiation failed: ${message}`
-        : message
+      if (/timeout expired|connection timeout/i.test(message)) {
+        why = "no answer within the connect timeout (host unreachable, firewalled, or the server is not responding)"
+      } else if (/ssl|tls|certificate|self[- ]signed/i.test(message) || e.code?.startsWith("ERR_TLS") || e.code?.includes("CERT")) {
+        why = `TLS negotiation failed: ${message}`
+      } else {
+        why = message
+      }
     }
   }
   for (const secret of secrets) if (secret.length > 0) why = why.split(secret).join("***")
