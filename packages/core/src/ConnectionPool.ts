@@ -52,8 +52,9 @@ export type TypeId = typeof TypeId
  * How to open, close and check one connection of type `A`.
  *
  * `connect` should fail with a `ConnectionError` whose `reason` names the server and never a secret, and should
- * release anything half-opened when interrupted. `close` should not fail, and is called exactly once per connection. `validate` answers whether an idle
- * connection still works (for a database: a trivial query); the pool bounds it with `validationTimeout`.
+ * release anything half-opened when interrupted. `close` should not fail; it is called exactly once per
+ * connection. `validate` answers whether an idle connection still works (for a database: a trivial query); the
+ * pool bounds it with `validationTimeout`.
  *
  * @since 0.1.0
  * @category models
@@ -92,7 +93,7 @@ export interface PoolConfig {
   readonly idleTimeout?: Duration.DurationInput | undefined
   /** A connection is closed once this old, never while in use. Default 30 minutes. */
   readonly maxLifetime?: Duration.DurationInput | undefined
-  /** Each connection's lifetime is shortened by a random fraction up to this, so they do not expire together. Default 0.025. */
+  /** Shortens each lifetime by a random fraction up to this, so connections do not expire together. Default 0.025. */
   readonly maxLifetimeJitter?: number | undefined
   /** A connection idle for less than this is lent without validation. Default 500 millis. */
   readonly validationBypass?: Duration.DurationInput | undefined
@@ -106,7 +107,7 @@ export interface PoolConfig {
   readonly connectBackoff?: Duration.DurationInput | undefined
   /** Backoff cap; the delay doubles up to it, with jitter. Default 10 seconds. */
   readonly connectBackoffMax?: Duration.DurationInput | undefined
-  /** When the pool's scope closes, how long connections still in use have before they are closed. Default 30 seconds. */
+  /** When the pool's scope closes, how long connections in use have before they are closed. Default 30 seconds. */
   readonly shutdownTimeout?: Duration.DurationInput | undefined
 }
 
@@ -142,7 +143,10 @@ export interface ConnectionPool<A> extends Pipeable {
   readonly get: Effect.Effect<A, PoolError, Scope.Scope>
   /** Like `get`, but never waits: `PoolEmpty` when `maxSize` connections are in use. */
   readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
-  /** `get` for the duration of `f`. A typed failure of `f` returns the connection; interruption or a defect closes it. */
+  /**
+   * `get` for the duration of `f`. A typed failure of `f` returns the connection; an interruption or a defect
+   * closes it.
+   */
   withConnection<X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R>
   /** `tryGet` for the duration of `f`. */
   withConnectionTry<X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R>
@@ -156,7 +160,10 @@ export interface ConnectionPool<A> extends Pipeable {
    */
   shutdown(timeout?: Duration.DurationInput): Effect.Effect<void>
   readonly stats: Effect.Effect<PoolStats>
-  /** Changes the limits at runtime. Connections in use are never dropped: above a new `maxSize` they close when released. */
+  /**
+   * Changes the limits at runtime. Connections in use are never dropped: above a new `maxSize` they close when
+   * released.
+   */
   resize(sizes: Sizes): Effect.Effect<void, InvalidConfig>
 }
 

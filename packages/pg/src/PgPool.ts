@@ -182,7 +182,8 @@ function* causeErrors(cause: import("effect/Cause").Cause<unknown>): Generator<u
 }
 
 /**
- * Runs `query` on a raw client, as an Effect that fails with the `pg` error (SQLSTATE in `code`).
+ * Runs `query` on a raw client, as an Effect that fails with the `pg` error (SQLSTATE in `code`). Interrupting it
+ * cancels the statement on the server.
  *
  * @since 0.1.0
  * @category utils
@@ -195,6 +196,7 @@ export const query = <R extends pg.QueryResultRow = pg.QueryResultRow>(
   Effect.async((resume) => {
     client.query<R>(text, values as Array<unknown>, (error, result) =>
       resume(error ? Effect.fail(error as pg.DatabaseError) : Effect.succeed(result)))
+    return driver.cancel(client)
   })
 
 /**

@@ -350,8 +350,13 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         }
         case "Wait": {
           const waiter = take.waiter
-          const wait = Effect.map(this.await(restore, waiter), (entry) => this.borrowed(entry, this.now(), waiter.start))
-          const started = take.spawn === 0 ? wait : Effect.zipRight(this.spawn(take.spawn, waiter.queued ? undefined : waiter), wait)
+          const wait = Effect.map(
+            this.await(restore, waiter),
+            (entry) => this.borrowed(entry, this.now(), waiter.start)
+          )
+          const started = take.spawn === 0
+            ? wait
+            : Effect.zipRight(this.spawn(take.spawn, waiter.queued ? undefined : waiter), wait)
           return this.span(take.wake ? Effect.zipRight(STM.commit(TQueue.offer(this.wake, true)), started) : started)
         }
         case "Closed":
@@ -832,7 +837,9 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         waiting: 0
       }]
     })
-    const settled = STM.commit(STM.flatMap(TRef.get(this.state), (s) => STM.check(() => s.total === 0 && s.pending === 0)))
+    const settled = STM.commit(
+      STM.flatMap(TRef.get(this.state), (s) => STM.check(() => s.total === 0 && s.pending === 0))
+    )
     return Effect.uninterruptible(Effect.flatMap(STM.commit(tx), (first) => {
       if (first === undefined) return Deferred.await(this.shutdownDone)
       const [idle, waiters] = first
@@ -924,7 +931,10 @@ export const make = <A, R>(
   }).pipe(Effect.annotateLogs("pool", options.name ?? "default"))
 
 /** @internal */
-export const layer = <I, A, R>(tag: Context.Tag<I, ConnectionPool.ConnectionPool<A>>, options: ConnectionPool.Options<A, R>) =>
+export const layer = <I, A, R>(
+  tag: Context.Tag<I, ConnectionPool.ConnectionPool<A>>,
+  options: ConnectionPool.Options<A, R>
+) =>
   Layer.scoped(tag, make(options))
 
 /** @internal */

@@ -45,8 +45,10 @@ const run = <A>(
   map: (result: pg.QueryResult) => A
 ) =>
   Effect.async<A, SqlError>((resume) => {
-    client.query(query as pg.QueryConfig, (error: Error | null, result: pg.QueryResult) =>
-      resume(error ? Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })) : Effect.succeed(map(result))))
+    client.query(query as pg.QueryConfig, (error: Error | null, result: pg.QueryResult) => {
+      if (error) resume(Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
+      else resume(Effect.succeed(map(result)))
+    })
     return driver.cancel(client)
   })
 
@@ -98,7 +100,9 @@ class PooledConnection implements Connection {
       )
       const pull = Effect.async<Chunk.Chunk<any>, Option.Option<SqlError>>((resume) => {
         cursor.read(128, (error, rows) => {
-          if (error) resume(Effect.fail(Option.some(new SqlError({ cause: error, message: "Failed to execute statement" }))))
+          if (error) {
+            resume(Effect.fail(Option.some(new SqlError({ cause: error, message: "Failed to execute statement" }))))
+          }
           else if (Arr.isNonEmptyArray(rows)) {
             resume(Effect.succeed(Chunk.unsafeFromArray(transformRows ? transformRows(rows) as any : rows)))
           } else resume(Effect.fail(Option.none()))

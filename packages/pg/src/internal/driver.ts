@@ -58,7 +58,7 @@ const safeParse = (url: string): { host?: string; port?: string; database?: stri
   }
 }
 
-/** The options `pg` itself takes, secrets unwrapped: only for `pg` (and @effect/sql-pg's own LISTEN client). @internal */
+/** The options `pg` itself takes, secrets unwrapped: for `pg` only. @internal */
 export const clientConfig = (options: ConnectOptions): pg.ClientConfig => ({
   ...(options.url ? { connectionString: Redacted.value(options.url) } : {}),
   ...(options.host !== undefined ? { host: options.host } : {}),
@@ -122,7 +122,9 @@ export const describe = (error: unknown, t: Target, secrets: ReadonlyArray<strin
       const message = e.message ?? String(error)
       if (/timeout expired|connection timeout/i.test(message)) {
         why = "no answer within the connect timeout (host unreachable, firewalled, or the server is not responding)"
-      } else if (/ssl|tls|certificate|self[- ]signed/i.test(message) || e.code?.startsWith("ERR_TLS") || e.code?.includes("CERT")) {
+      } else if (
+        /ssl|tls|certificate|self[- ]signed/i.test(message) || e.code?.startsWith("ERR_TLS") || e.code?.includes("CERT")
+      ) {
         why = `TLS negotiation failed: ${message}`
       } else {
         why = message
@@ -159,6 +161,9 @@ export const cancel = (client: pg.Client): Effect.Effect<void> => {
     return Effect.sync(() => socket.destroy())
   }).pipe(Effect.timeoutOption(Duration.seconds(2)), Effect.asVoid)
 }
+
+const socketOf = (client: pg.Client): net.Socket =>
+  (client as unknown as { connection: { stream: net.Socket } }).connection.stream
 
 const busy = (client: pg.Client): boolean => {
   const c = client as unknown as { _activeQuery: unknown; _queryQueue: Array<unknown>; _queryable: boolean }
@@ -206,7 +211,7 @@ export const make = (options: ConnectOptions): ConnectionPool.Driver<pg.Client> 
           Effect.timeoutOption(Duration.seconds(2)),
           Effect.tap((ended) =>
             ended._tag === "None"
-              ? Effect.sync(() => (client as unknown as { connection: { stream: net.Socket } }).connection.stream.destroy())
+              ? Effect.sync(() => socketOf(client).destroy())
               : Effect.void
           )
         )
