@@ -9,14 +9,27 @@
  * The Effect pools run as fibers (`Effect.whileLoop`, `Effect.forEach` unbounded); generic-pool and tarn as plain
  * async functions, so that each is measured natively.
  */
-import { Effect, Exit, Pool, Scope } from "effect"
+import { Effect, Pool } from "effect"
 import { createPool } from "generic-pool"
-import { createRequire } from "node:module"
-import * as os from "node:os"
-import * as v8 from "node:v8"
-import * as vm from "node:vm"
 import { Pool as TarnPool } from "tarn"
 import { ConnectionPool } from "../packages/core/src/index.js"
+import type { Target } from "./common.js"
+import {
+  fairnessOf,
+  gc,
+  machineLine,
+  median,
+  ms,
+  nearestRank,
+  positive,
+  printSummary,
+  progress,
+  rate,
+  rotate,
+  scoped,
+  times,
+  versionOf
+} from "./common.js"
 
 const MAX_SIZE = 10
 const SEQUENTIAL_CYCLES = 50_000
@@ -201,13 +214,6 @@ const promiseSubject = (
   }
 }
 
-/** Builds `make` in a scope of its own, kept open until the subject is closed. */
-const scoped = async <A>(make: Effect.Effect<A, unknown, Scope.Scope>) => {
-  const scope = Effect.runSync(Scope.make())
-  const value = await Effect.runPromise(Scope.extend(make, scope))
-  return { value, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
-}
-
 const connectionPoolSubject = async (
   name: string,
   borrow: (pool: ConnectionPool.ConnectionPool<Conn>) => Borrow
@@ -273,13 +279,6 @@ const makeSubjects = async (): Promise<ReadonlyArray<Subject>> => [
 // Measuring
 // -----------------------------------------------------------------------------------------------------------------
 
-/** A full collection before each measured run, so that no run pays for the garbage of the one before it. */
-const gc: () => void = (() => {
-  v8.setFlagsFromString("--expose-gc")
-  const gc = vm.runInNewContext("gc") as unknown
-  return typeof gc === "function" ? () => gc() : () => {}
-})()
-
 interface CaseResult {
   readonly rates: Array<number>
   readonly waits: Array<Float64Array>
@@ -320,30 +319,9 @@ const record = async (
   results.set(subject, result)
 }
 
-/** Round `r` starts at a different pool, so that no pool always runs right after the same one. */
-const rotate = <A>(items: ReadonlyArray<A>, r: number): ReadonlyArray<A> => {
-  const k = r % items.length
-  return [...items.slice(k), ...items.slice(0, k)]
-}
-
-const parseRounds = (value: string | undefined): number => {
-  if (value === undefined || value === "") return DEFAULT_ROUNDS
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_ROUNDS must be a positive integer, got "${value}"`)
-  return n
-}
-
-const progress = (line: string) => process.stderr.write(`${line}\n`)
-
 // -----------------------------------------------------------------------------------------------------------------
 // Statistics and formatting
 // -----------------------------------------------------------------------------------------------------------------
-
-const median = (xs: ReadonlyArray<number>): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = s.length >> 1
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2
-}
 
 interface Waits {
   readonly p50: number
@@ -353,23 +331,9 @@ interface Waits {
 
 /** Nearest-rank percentiles over every sample of every round. */
 const waitStats = (rounds: ReadonlyArray<Float64Array>): Waits => {
-  const all = new Float64Array(rounds.reduce((n, r) => n + r.length, 0))
-  let offset = 0
-  for (const r of rounds) {
-    all.set(r, offset)
-    offset += r.length
-  }
-  all.sort()
-  const at = (q: number) => all[Math.min(all.length - 1, Math.max(0, Math.ceil(q * all.length) - 1))]
-  return { p50: at(0.5), p99: at(0.99), max: all[all.length - 1] }
+  const at = nearestRank(rounds)
+  return { p50: at(0.5), p99: at(0.99), max: at(1) }
 }
-
-const rate = (x: number): string => `${(x / 1000).toFixed(x >= 100_000 ? 0 : 1)}k`
-
-const ms = (x: number): string =>
-  x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x >= 0.01 ? x.toFixed(3) : x.toFixed(4)
-
-const times = (x: number, digits: number): string => `${x.toFixed(digits)}×`
 
 interface Row {
   readonly name: string
@@ -399,13 +363,8 @@ const rows = (
 
 const fairnessCell = (counts: Uint32Array | undefined): string => {
   if (counts === undefined) return "— (one fiber)"
-  let fewest = Infinity
-  let most = 0
-  for (const c of counts) {
-    if (c < fewest) fewest = c
-    if (c > most) most = c
-  }
-  return `${fewest} / ${most} (${most === 0 ? "—" : (fewest / most).toFixed(2)})`
+  const { fewest, most, ratio } = fairnessOf(counts)
+  return `${fewest} / ${most} (${most === 0 ? "—" : ratio.toFixed(2)})`
 }
 
 const COLUMNS = [
@@ -436,56 +395,38 @@ const table = (title: string, rows: ReadonlyArray<Row>): string => {
   return lines.join("\n")
 }
 
-interface Target {
-  readonly name: string
-  readonly value: number
-  readonly met: boolean
-}
-
 /** The issue's targets; the 1000-fiber ones are checked for both ways of borrowing from this pool. */
 const targets = (sequential: ReadonlyArray<Row>, contended: ReadonlyArray<Row>): ReadonlyArray<Target> => {
   const find = (rows: ReadonlyArray<Row>, name: string) => rows.find((r) => r.name === name)!
   const one = find(sequential, WITH_CONNECTION).median / find(sequential, BASELINE).median
   return [
-    { name: "one fiber, withConnection ≥ 2.5× effect Pool.make", value: one, met: one >= 2.5 },
+    { name: "one fiber, withConnection ≥ 2.5× effect Pool.make", value: times(one, 2), met: one >= 2.5 },
     ...[WITH_CONNECTION, SCOPED_GET].flatMap((name) => {
       const row = find(contended, name)
       const speedup = row.median / find(contended, BASELINE).median
       const tail = row.waits.max / row.waits.p99
       return [
-        { name: `${FIBERS} fibers, ${name} ≥ 2× effect Pool.make cycles/s`, value: speedup, met: speedup >= 2 },
-        { name: `${FIBERS} fibers, ${name} max wait ≤ 5× p99`, value: tail, met: tail <= 5 }
+        {
+          name: `${FIBERS} fibers, ${name} ≥ 2× effect Pool.make cycles/s`,
+          value: times(speedup, 2),
+          met: speedup >= 2
+        },
+        { name: `${FIBERS} fibers, ${name} max wait ≤ 5× p99`, value: times(tail, 2), met: tail <= 5 }
       ]
     })
   ]
 }
-
-const verdict = (ok: boolean) => (ok ? "PASS" : "MISS")
-
-const versionOf = (pkg: string): string => {
-  try {
-    return (createRequire(import.meta.url)(`${pkg}/package.json`) as { version: string }).version
-  } catch {
-    return "?"
-  }
-}
-
-const loadAverage = () => os.loadavg().map((x) => x.toFixed(2)).join(" ")
 
 // -----------------------------------------------------------------------------------------------------------------
 // The run
 // -----------------------------------------------------------------------------------------------------------------
 
 export const main = async (): Promise<void> => {
-  const rounds = parseRounds(process.env.BENCH_ROUNDS)
+  const rounds = positive("BENCH_ROUNDS", process.env.BENCH_ROUNDS, DEFAULT_ROUNDS, true)
   const began = performance.now()
-  const cpus = os.cpus()
   console.log("## core: ConnectionPool vs effect Pool.make, generic-pool, tarn")
   console.log("")
-  console.log(
-    `- machine: ${cpus.length} × ${cpus[0]?.model.trim() ?? "?"}, ${os.platform()} ${os.arch()}, ` +
-      `node ${process.version}; load average at start ${loadAverage()}`
-  )
+  console.log(machineLine())
   console.log(
     `- versions: effect ${versionOf("effect")}, generic-pool ${versionOf("generic-pool")}, tarn ${versionOf("tarn")}`
   )
@@ -557,20 +498,11 @@ export const main = async (): Promise<void> => {
       if (t.overlaps > 0) problems.push(`${s.name}: lent a connection already in use ${t.overlaps} times`)
       if (t.maxOpen > MAX_SIZE) problems.push(`${s.name}: had ${t.maxOpen} connections open at once`)
     }
-    console.log(
-      problems.length === 0
-        ? `Checks: every pool completed every cycle, never lent a connection twice at once, opened ≤ ${MAX_SIZE}.`
-        : `Checks FAILED:\n${problems.map((p) => `- ${p}`).join("\n")}`
-    )
-    console.log(`Load average at end: ${loadAverage()}; ran in ${((performance.now() - began) / 1000).toFixed(0)} s.`)
-    console.log("")
-    const results = targets(one, many)
-    console.log("Targets (informational, the exit code is 0 either way):")
-    for (const t of results) console.log(`- ${t.name}: ${times(t.value, 2)} ${verdict(t.met)}`)
-    console.log("")
-    console.log(
-      `Targets: ${results.filter((t) => t.met).length}/${results.length} met — ` +
-        results.map((t) => `${verdict(t.met)} ${t.name}`).join("; ")
+    printSummary(
+      began,
+      problems,
+      `Checks: every pool completed every cycle, never lent a connection twice at once, opened ≤ ${MAX_SIZE}.`,
+      targets(one, many)
     )
   } finally {
     for (const s of subjects) await s.close()

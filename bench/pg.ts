@@ -13,16 +13,29 @@
  */
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Data, Effect, Exit, Layer, Pool, Redacted, Scope } from "effect"
+import { Context, Data, Effect, Layer, Pool, Redacted } from "effect"
 import * as fs from "node:fs"
-import { createRequire } from "node:module"
 import * as os from "node:os"
-import * as path from "node:path"
-import * as v8 from "node:v8"
-import * as vm from "node:vm"
 import pg from "pg"
 import { PgPool } from "../packages/pg/src/index.js"
 import { startCluster } from "../packages/pg/test/harness/PgCluster.js"
+import type { Fairness, Target } from "./common.js"
+import {
+  fairnessOf,
+  gc,
+  machineLine,
+  median,
+  ms,
+  nearestRank,
+  positive,
+  printSummary,
+  progress,
+  rate,
+  rotate,
+  scoped,
+  times,
+  versionOf
+} from "./common.js"
 
 const CONNECTIONS = 10
 const CALLERS = 200
@@ -98,13 +111,6 @@ interface Subject {
   /** The `application_name` of its sessions, to find them in `pg_stat_activity`. */
   readonly applicationName: string
   readonly open: (url: string) => Promise<Client>
-}
-
-/** Builds `make` in a scope of its own, kept open until `close`. */
-const scoped = async <A>(make: Effect.Effect<A, unknown, Scope.Scope>) => {
-  const scope = Effect.runSync(Scope.make())
-  const value = await Effect.runPromise(Scope.extend(make, scope))
-  return { value, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }
 
 /** The Effect clients: `callers` fibers, each looping `query` with `context` provided once. */
@@ -391,13 +397,6 @@ const cpuShares = (before: CpuSample, after: CpuSample, seconds: number): CpuSha
 // Measuring
 // -----------------------------------------------------------------------------------------------------------------
 
-/** A full collection before each measured run, so that no run pays for the garbage of the one before it. */
-const gc: () => void = (() => {
-  v8.setFlagsFromString("--expose-gc")
-  const gc = vm.runInNewContext("gc") as unknown
-  return typeof gc === "function" ? () => gc() : () => {}
-})()
-
 interface RunResult {
   readonly rate: number
   readonly counts: Uint32Array
@@ -448,32 +447,9 @@ const measure = async (server: Server, subject: Subject, ms: number, round: numb
   }
 }
 
-/** Round `r` starts at a different client, so that no client always runs right after the same one. */
-const rotate = <A>(items: ReadonlyArray<A>, r: number): ReadonlyArray<A> => {
-  const k = r % items.length
-  return [...items.slice(k), ...items.slice(0, k)]
-}
-
-const positive = (name: string, value: string | undefined, fallback: number, integer: boolean): number => {
-  if (value === undefined || value === "") return fallback
-  const n = Number(value)
-  if (!(n > 0) || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
-    throw new Error(`${name} must be a positive ${integer ? "integer" : "number"}, got "${value}"`)
-  }
-  return n
-}
-
-const progress = (line: string) => process.stderr.write(`${line}\n`)
-
 // -----------------------------------------------------------------------------------------------------------------
 // Statistics and formatting
 // -----------------------------------------------------------------------------------------------------------------
-
-const median = (xs: ReadonlyArray<number>): number => {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = s.length >> 1
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2
-}
 
 interface Percentiles {
   readonly p50: number
@@ -483,31 +459,8 @@ interface Percentiles {
 
 /** Nearest-rank percentiles over every query of every round. */
 const percentiles = (runs: ReadonlyArray<RunResult>): Percentiles => {
-  const all = new Float64Array(runs.reduce((n, r) => n + r.latencies.length, 0))
-  let offset = 0
-  for (const r of runs) {
-    all.set(r.latencies, offset)
-    offset += r.latencies.length
-  }
-  all.sort()
-  const at = (q: number) => all[Math.min(all.length - 1, Math.max(0, Math.ceil(q * all.length) - 1))] ?? NaN
+  const at = nearestRank(runs.map((r) => r.latencies))
   return { p50: at(0.5), p99: at(0.99), p999: at(0.999) }
-}
-
-interface Fairness {
-  readonly fewest: number
-  readonly most: number
-  readonly ratio: number
-}
-
-const fairnessOf = (counts: Uint32Array): Fairness => {
-  let fewest = Infinity
-  let most = 0
-  for (const c of counts) {
-    if (c < fewest) fewest = c
-    if (c > most) most = c
-  }
-  return { fewest, most, ratio: most === 0 ? 0 : fewest / most }
 }
 
 interface Row {
@@ -544,13 +497,6 @@ const rowOf = (subject: Subject, results: SubjectResults): Row => {
 
 const medianOf = (xs: ReadonlyArray<number | undefined>): number | undefined =>
   xs.length === 0 || xs.some((x) => x === undefined) ? undefined : median(xs as ReadonlyArray<number>)
-
-const rate = (x: number): string => `${(x / 1000).toFixed(x >= 100_000 ? 0 : 1)}k`
-
-const ms = (x: number): string =>
-  x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x >= 0.01 ? x.toFixed(3) : x.toFixed(4)
-
-const times = (x: number, digits: number): string => (Number.isFinite(x) ? `${x.toFixed(digits)}×` : "—")
 
 const count = (x: number): string => x.toLocaleString("en-US")
 
@@ -597,12 +543,6 @@ const cpuTable = (rows: ReadonlyArray<Row>): string =>
       .map((r) => `| ${r.name} | ${percent(r.cpu.bench)} | ${percent(r.cpu.server)} | ${percent(r.cpu.other)} |`)
   ].join("\n")
 
-interface Target {
-  readonly name: string
-  readonly value: string
-  readonly met: boolean
-}
-
 /** The issue's targets: speed against the clients we replace or compete with, and fairness of ours. */
 const targets = (rows: ReadonlyArray<Row>): ReadonlyArray<Target> => {
   const find = (name: string) => rows.find((r) => r.name === name)!
@@ -631,30 +571,6 @@ const targets = (rows: ReadonlyArray<Row>): ReadonlyArray<Target> => {
   ]
 }
 
-const verdict = (ok: boolean) => (ok ? "PASS" : "MISS")
-
-/** From `pkg/package.json`, or, for a package whose `exports` hide it (pg-pool), the one above its entry point. */
-const versionOf = (pkg: string): string => {
-  const require = createRequire(import.meta.url)
-  try {
-    return (require(`${pkg}/package.json`) as { version: string }).version
-  } catch {
-    try {
-      for (let dir = path.dirname(require.resolve(pkg)); dir !== path.dirname(dir); dir = path.dirname(dir)) {
-        const file = path.join(dir, "package.json")
-        if (!fs.existsSync(file)) continue
-        const json = JSON.parse(fs.readFileSync(file, "utf8")) as { name?: string; version?: string }
-        if (json.name === pkg) return json.version ?? "?"
-      }
-    } catch {
-      // not installed
-    }
-    return "?"
-  }
-}
-
-const loadAverage = () => os.loadavg().map((x) => x.toFixed(2)).join(" ")
-
 // -----------------------------------------------------------------------------------------------------------------
 // The run
 // -----------------------------------------------------------------------------------------------------------------
@@ -670,10 +586,7 @@ export const main = async (): Promise<void> => {
     const version = (await server.query<{ server_version: string }>("SHOW server_version"))[0]?.server_version ?? "?"
     console.log("## pg: SELECT 1 through pg.Pool, @effect/sql-pg, PgPool and effect Pool.make")
     console.log("")
-    console.log(
-      `- machine: ${cpus.length} × ${cpus[0]?.model.trim() ?? "?"}, ${os.platform()} ${os.arch()}, ` +
-        `node ${process.version}; load average at start ${loadAverage()}`
-    )
+    console.log(machineLine())
     console.log(
       `- server: PostgreSQL ${version}, ${server.description}; it shares the machine's ${cpus.length} cores with ` +
         "the bench (no pinning), so its backends and the bench's event loop compete for CPU"
@@ -731,21 +644,12 @@ export const main = async (): Promise<void> => {
       )
       console.log("")
     }
-    console.log(
-      problems.length === 0
-        ? `Checks: every query returned 1; no client had more than ${CONNECTIONS} sessions; none left a session ` +
-          "after it closed."
-        : `Checks FAILED:\n${problems.map((p) => `- ${p}`).join("\n")}`
-    )
-    console.log(`Load average at end: ${loadAverage()}; ran in ${((performance.now() - began) / 1000).toFixed(0)} s.`)
-    console.log("")
-    const met = targets(rows)
-    console.log("Targets (informational, the exit code is 0 either way):")
-    for (const t of met) console.log(`- ${t.name}: ${t.value} ${verdict(t.met)}`)
-    console.log("")
-    console.log(
-      `Targets: ${met.filter((t) => t.met).length}/${met.length} met — ` +
-        met.map((t) => `${verdict(t.met)} ${t.name}`).join("; ")
+    printSummary(
+      began,
+      problems,
+      `Checks: every query returned 1; no client had more than ${CONNECTIONS} sessions; none left a session after ` +
+        "it closed.",
+      targets(rows)
     )
   } finally {
     await server.destroy()
