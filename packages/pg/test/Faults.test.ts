@@ -5,7 +5,7 @@ import { Deferred, Effect, Exit, Fiber, Ref } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import { PgPool } from "../src/index.js"
 import { type PgCluster, startCluster } from "./harness/PgCluster.js"
-import { admin, io, options, serverSessions, waitFor } from "./utils.js"
+import { admin, io, options, sessionsMatchPool, waitFor } from "./utils.js"
 
 // Real servers that fail: sessions killed under load, the server stopped hard and restarted, too few
 // max_connections. Each test asserts that nothing hangs, every failed call is a typed error, and the pool's
@@ -67,10 +67,7 @@ for (const via of ["direct", "pgbouncer"] as const) {
           assert.deepStrictEqual([stats.inUse, stats.waiting, stats.pending], [0, 0, 0])
           if (via === "direct") {
             assert.isAbove(stats.destroyed, 0)
-            yield* waitFor(
-              Effect.zip(serverSessions(cluster.url, opts.applicationName), PgPool.PgPool.stats),
-              ([server, s]) => server === s.total
-            )
+            yield* sessionsMatchPool(cluster.url, opts.applicationName)
           }
         }).pipe(Effect.provide(PgPool.layer(opts)))
       }), 90_000)
@@ -119,10 +116,7 @@ for (const via of ["direct", "pgbouncer"] as const) {
           assert.isAbove(seen.size, 1, `no failure seen during the outage: ${[...seen]}`)
           yield* waitFor(PgPool.PgPool.stats, (s) => s.inUse === 0 && s.waiting === 0 && s.pending === 0)
           if (via === "direct") {
-            yield* waitFor(
-              Effect.zip(serverSessions(cluster.url, opts.applicationName), PgPool.PgPool.stats),
-              ([server, s]) => server === s.total
-            )
+            yield* sessionsMatchPool(cluster.url, opts.applicationName)
           }
         }).pipe(Effect.provide(PgPool.layer(opts)))
       }), 60_000)

@@ -6,7 +6,7 @@ import * as net from "node:net"
 import { afterAll, beforeAll } from "vitest"
 import { PgPool } from "../src/index.js"
 import { freePort, type PgCluster, startCluster } from "./harness/PgCluster.js"
-import { admin, io, options, serverSessions, suiteUrl, waitFor } from "./utils.js"
+import { admin, io, options, serverSessions, sessionsMatchPool, suiteUrl, waitFor } from "./utils.js"
 
 const run = <A, E>(effect: Effect.Effect<A, E, PgPool.PgPool | SqlClient.SqlClient | PgClient.PgClient>, extra = {}) =>
   Effect.gen(function*() {
@@ -107,10 +107,7 @@ describe("PgPool: @effect/sql-pg on our pool", () => {
         assert.strictEqual(after.destroyed, before.destroyed + 1)
         const rows = yield* sql<{ one: number }>`SELECT 1 AS one`
         assert.strictEqual(rows[0].one, 1)
-        yield* waitFor(
-          Effect.zip(serverSessions(suiteUrl(), opts.applicationName), PgPool.PgPool.stats),
-          ([server, s]) => server === s.total
-        )
+        yield* sessionsMatchPool(suiteUrl(), opts.applicationName)
       }).pipe(Effect.provide(PgPool.layer(opts)))
     }))
 

@@ -2,6 +2,7 @@
 import { Effect, Redacted } from "effect"
 import pg from "pg"
 import { inject } from "vitest"
+import { PgPool } from "../src/index.js"
 import type { PgPoolConfig } from "../src/PgPool.js"
 
 export const suiteUrl = (): string => inject("pgUrl")
@@ -41,6 +42,13 @@ export const serverSessions = (url: string, applicationName: string) =>
       applicationName
     ]),
     (rows) => Number(rows[0].n)
+  )
+
+/** Waits until the server shows as many of our sessions as the pool counts open connections. */
+export const sessionsMatchPool = (url: string, applicationName: string) =>
+  waitFor(
+    Effect.zip(serverSessions(url, applicationName), PgPool.PgPool.stats),
+    ([server, stats]) => server === stats.total
   )
 
 /** Polls on the live clock until `until` holds, up to `seconds`. */

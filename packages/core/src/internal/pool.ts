@@ -504,15 +504,15 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     }
     entry.idleSince = now
     entry.checkedAt = now
-    return this.give(entry, false, undefined)
+    return this.give(entry, false, undefined, now)
   }
 
   /**
    * The release transaction, also taken by new connections (`fresh`): straight to `target` or the oldest waiter,
    * else idle; closed instead when the pool is shut, the connection invalid or expired, or the pool shrank.
    */
-  give(entry: Entry<A>, fresh: boolean, target: Waiter<A> | undefined): Effect.Effect<void> {
-    const expired = this.now() >= entry.expiresAt
+  give(entry: Entry<A>, fresh: boolean, target: Waiter<A> | undefined, now = this.now()): Effect.Effect<void> {
+    const expired = now >= entry.expiresAt
     const tx = this.modify((s0): readonly [Give<A>, State<A>] => {
       const s = fresh ? { ...s0, total: s0.total + 1, pending: s0.pending - 1 } : s0
       if (s.closed || entry.invalid || expired || s.total > s.maxSize) {
