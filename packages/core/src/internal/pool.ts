@@ -126,9 +126,17 @@ class Waiter<A> {
   }
 }
 
+/** An idle connection (the hot path, returned as is), or why there is none yet. */
 type Take<A> =
-  | { readonly _tag: "Entry"; readonly entry: Entry<A> }
-  | { readonly _tag: "Wait"; readonly waiter: Waiter<A>; readonly spawn: number; readonly wake: boolean }
+  | Entry<A>
+  | {
+    readonly _tag: "Wait"
+    readonly waiter: Waiter<A>
+    readonly spawn: number
+    readonly wake: boolean
+    /** The caller runs under a span, so its wait is traced too. */
+    readonly traced: boolean
+  }
   | { readonly _tag: "Closed" }
   | { readonly _tag: "Empty" }
 
@@ -217,6 +225,8 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly spanOptions: Tracer.SpanOptions
   readonly get: Effect.Effect<A, PoolError, Scope.Scope>
   readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
+  /** Scratch for the acquire transaction: whether its caller runs under a span. */
+  traced = false
 
   constructor(
     public options: Resolved,
@@ -307,24 +317,37 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 
   /** The acquire transaction: an idle connection, else a place in the queue (and a connect started if room). */
   makeTakeTx(): Effect.Effect<Take<A>> {
-    return STM.commit(this.modify((s): readonly [Take<A>, State<A>] => {
+    const take = this.modify((s): readonly [Take<A>, State<A>] => {
       if (s.closed) return [closedTake, s]
       if (s.idleCount > 0) return takeIdle(s)
       const waiter = this.waiter(true, false)
       const [spawn, next] = withSpawn({ ...s, waiters: push(s.waiters, waiter), waiting: s.waiting + 1 })
       waiter.spawned = spawn > 0
-      return [{ _tag: "Wait", waiter, spawn, wake: s.waiting === 0 }, next]
+      return [{ _tag: "Wait", waiter, spawn, wake: s.waiting === 0, traced: this.traced }, next]
+    })
+    return this.commitTraced(take)
+  }
+
+  /**
+   * Commits an acquire transaction, first noting in `traced` whether the caller runs under a span: read from the
+   * transaction's own context, which is cheaper than asking the fiber for it again afterwards. `traced` is written
+   * and read within one synchronous run of the transaction.
+   */
+  commitTraced<X>(tx: STM.STM<X>): Effect.Effect<X> {
+    return STM.commit(STM.flatMap(STM.context<never>(), (context) => {
+      this.traced = context.unsafeMap.has(Tracer.ParentSpan.key)
+      return tx
     }))
   }
 
   /** `tryGet`'s transaction: never queues; opens a connection for itself when there is room. */
   makeTryTakeTx(): Effect.Effect<Take<A>> {
-    return STM.commit(this.modify((s): readonly [Take<A>, State<A>] => {
+    return this.commitTraced(this.modify((s): readonly [Take<A>, State<A>] => {
       if (s.closed) return [closedTake, s]
       if (s.idleCount > 0) return takeIdle(s)
       if (s.total + s.pending >= s.maxSize) return [emptyTake, s]
       const waiter = this.waiter(false, true)
-      return [{ _tag: "Wait", waiter, spawn: 1, wake: false }, { ...s, pending: s.pending + 1 }]
+      return [{ _tag: "Wait", waiter, spawn: 1, wake: false, traced: this.traced }, { ...s, pending: s.pending + 1 }]
     }))
   }
 
@@ -333,31 +356,37 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     return new Waiter(since, this.clock.unsafeCurrentTimeNanos(), since + this.options.acquireTimeout, queued, spawned)
   }
 
-  acquire(restore: Restore, exclusive: boolean): Effect.Effect<Entry<A>, PoolError> {
-    return Effect.flatMap(exclusive ? this.tryTakeTx : this.takeTx, (take): Effect.Effect<Entry<A>, PoolError> => {
-      switch (take._tag) {
-        case "Entry": {
-          const entry = take.entry
-          const now = this.now()
-          if (
-            now < entry.expiresAt &&
-            (this.driver.validate === undefined || now - entry.checkedAt <= this.options.validationBypass) &&
-            (this.driver.reusable === undefined || this.driver.reusable(entry.conn))
-          ) {
-            return Effect.succeed(this.borrowed(entry, now, undefined)) // the hot path: no wait, no check
-          }
-          return this.checkout(restore, entry, this.clock.unsafeCurrentTimeNanos(), this.acquire(restore, exclusive))
+  /**
+   * Acquires a connection and continues with `k`: the continuation is passed in rather than chained, so that a
+   * connection served at once from idle (the hot path) costs no extra step.
+   */
+  acquire<X, E, R>(
+    restore: Restore,
+    exclusive: boolean,
+    k: (entry: Entry<A>) => Effect.Effect<X, E, R>
+  ): Effect.Effect<X, E | PoolError, R> {
+    return Effect.flatMap(exclusive ? this.tryTakeTx : this.takeTx, (take): Effect.Effect<X, E | PoolError, R> => {
+      if (take instanceof Entry) {
+        const now = this.now()
+        if (
+          now < take.expiresAt &&
+          (this.driver.validate === undefined || now - take.checkedAt <= this.options.validationBypass) &&
+          (this.driver.reusable === undefined || this.driver.reusable(take.conn))
+        ) {
+          return k(this.borrowed(take, now, undefined)) // the hot path: no wait, no check
         }
+        const retry = this.acquire(restore, exclusive, succeedEntry)
+        return Effect.flatMap(this.checkout(restore, take, this.clock.unsafeCurrentTimeNanos(), retry), k)
+      }
+      switch (take._tag) {
         case "Wait": {
           const waiter = take.waiter
-          const wait = Effect.map(
-            this.await(restore, waiter),
-            (entry) => this.borrowed(entry, this.now(), waiter.start)
-          )
+          const wait = this.await(restore, waiter) // counted as borrowed by whoever hands it the connection
           const started = take.spawn === 0
             ? wait
             : Effect.zipRight(this.spawn(take.spawn, waiter.queued ? undefined : waiter), wait)
-          return this.span(take.wake ? Effect.zipRight(STM.commit(TQueue.offer(this.wake, true)), started) : started)
+          const woken = take.wake ? Effect.zipRight(STM.commit(TQueue.offer(this.wake, true)), started) : started
+          return Effect.flatMap(take.traced ? this.span(woken) : woken, k)
         }
         case "Closed":
           return Effect.fail(new PoolClosed({ pool: this.name }))
@@ -424,7 +453,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     return restore(Effect.async<Entry<A>, PoolError>((resume) => {
       if (waiter.result !== undefined) return resume(waiter.result)
       waiter.resume = resume
-      return this.cancel(waiter)
+      return Effect.suspend(() => this.cancel(waiter)) // built only if it is needed
     }))
   }
 
@@ -448,23 +477,21 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     // `Scope.addFinalizerExit` rather than `Effect.addFinalizer`, which captures and restores the whole context
     return Effect.flatMap(Effect.scope, (scope) =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(
-          this.acquire(restore, exclusive),
-          (entry) => Effect.as(Scope.addFinalizerExit(scope, (exit) => this.release(entry, exit)), entry.conn)
-        )
+        this.acquire(restore, exclusive, (entry) =>
+          Effect.as(
+            Scope.addFinalizerExit(scope, (exit) => this.release(entry, Exit.isFailure(exit) ? exit.cause : undefined)),
+            entry.conn
+          ))
       ))
   }
 
   use<X, E, R>(exclusive: boolean, f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R> {
     return Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(
-        this.acquire(restore, exclusive),
-        (entry) =>
-          Effect.flatMap(
-            Effect.exit(restore(f(entry.conn))),
-            (exit) => Effect.zipRight(this.release(entry, exit), exit)
-          )
-      )
+      this.acquire(restore, exclusive, (entry) =>
+        Effect.flatMap(
+          Effect.exit(restore(f(entry.conn))),
+          (exit) => Effect.zipRight(this.release(entry, exit._tag === "Failure" ? exit.cause : undefined), exit)
+        ))
     )
   }
 
@@ -483,21 +510,21 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
    * not traced either; the wait-time histogram counts every acquisition.
    */
   span<X, E>(acquire: Effect.Effect<X, E>): Effect.Effect<X, E> {
-    return Effect.flatMap(Effect.serviceOption(Tracer.ParentSpan), (parent) =>
-      parent._tag === "None"
-        ? acquire
-        // `useSpan`, not `withSpan`: nothing inside needs the span as its parent, and installing one costs 3×
-        : Effect.useSpan("ConnectionPool.acquire", this.spanOptions, () => acquire))
+    // `useSpan`, not `withSpan`: nothing inside needs the span as its parent, and installing one costs 3×
+    return Effect.useSpan("ConnectionPool.acquire", this.spanOptions, () => acquire)
   }
 
   // --------------------------------------------------------------------------------------------------- release
 
-  /** Called when the borrower is done (from a finalizer or a continuation, so it runs its checks right away). */
-  release(entry: Entry<A>, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
+  /**
+   * Called when the borrower is done (from a finalizer or a continuation, so it runs its checks right away), with
+   * the cause if its use failed.
+   */
+  release(entry: Entry<A>, failure: Cause.Cause<unknown> | undefined): Effect.Effect<void> {
     if (entry.closed) return Effect.void // closed by force at the shutdown deadline
     const now = this.now()
     this.metrics.useTime.unsafeUpdate((now - entry.borrowedAt) / 1000, noTags)
-    if (Exit.isFailure(exit) && (Cause.isInterrupted(exit.cause) || Cause.isDie(exit.cause))) {
+    if (failure !== undefined && (Cause.isInterrupted(failure) || Cause.isDie(failure))) {
       entry.invalid = true // its user was interrupted or died mid-use: its state is unknown
     } else if (this.driver.reusable !== undefined && !this.driver.reusable(entry.conn)) {
       entry.invalid = true
@@ -534,7 +561,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         case "Idle":
           return Effect.void
         case "Handoff":
-          give.waiter.complete(Exit.succeed(entry))
+          give.waiter.complete(Exit.succeed(this.borrowed(entry, now, give.waiter.start)))
           return Effect.void
         case "Destroy":
           return Effect.zipRight(this.spawn(give.spawn, undefined), this.destroyed(entry))
@@ -884,8 +911,10 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 
 const takeIdle = <A>(s: State<A>): readonly [Take<A>, State<A>] => {
   const idle = s.idle as List.Cons<Entry<A>>
-  return [{ _tag: "Entry", entry: idle.head }, { ...s, idle: idle.tail, idleCount: s.idleCount - 1 }]
+  return [idle.head, { ...s, idle: idle.tail, idleCount: s.idleCount - 1 }]
 }
+
+const succeedEntry = <A>(entry: Entry<A>): Effect.Effect<Entry<A>> => Effect.succeed(entry)
 
 // -----------------------------------------------------------------------------------------------------------------
 // Constructors
