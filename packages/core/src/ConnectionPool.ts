@@ -29,6 +29,7 @@ import type * as ConfigError from "effect/ConfigError"
 import type * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import type * as Layer from "effect/Layer"
 import type { Pipeable } from "effect/Pipeable"
 import type * as Scope from "effect/Scope"
@@ -150,6 +151,19 @@ export interface ConnectionPool<A> extends Pipeable {
   withConnection<X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R>
   /** `tryGet` for the duration of `f`. */
   withConnectionTry<X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R>
+  /**
+   * `withConnection` for an operation that takes a callback, for drivers built on them (like pg's
+   * `client.query`). `start` begins the operation on the connection and calls `done` once with its exit; the
+   * Effect it may return cancels the operation, and runs if the caller is interrupted while it is in flight (the
+   * connection is then closed: its state is unknown).
+   *
+   * A caller that has to wait is not woken just to start its operation: whoever hands it the connection starts
+   * it, so the caller wakes once, with the result. A typed failure returns the connection; a defect, or a
+   * `start` that throws, closes it.
+   */
+  withConnectionCallback<X, E>(
+    start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
+  ): Effect.Effect<X, E | PoolError>
   /** This connection is closed instead of reused: now if idle, else when it is released. */
   invalidate(conn: A): Effect.Effect<void>
   /** Closes every idle connection; the pool stays open (and refills to `minSize`). */

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Metric, Option, Random, Tracer } from "effect"
+import { Deferred, Effect, Exit, Fiber, Metric, Option, Random, Tracer } from "effect"
 import { ConnectionPool } from "../src/index.js"
 import { adjust, hold, makeDriver, settle } from "./utils.js"
 
@@ -68,7 +68,7 @@ describe("interruption", () => {
       assert.deepStrictEqual([s.total, s.idle], [0, 0])
     }))
 
-  it.live("hundreds of fibers with random timeouts and interrupts leave a consistent pool", () =>
+  it.live("hundreds of fibers with random timeouts and interrupts leave a consistent pool, in both borrow styles", () =>
     Effect.gen(function*() {
       const t = makeDriver()
       yield* Effect.scoped(Effect.gen(function*() {
@@ -77,7 +77,15 @@ describe("interruption", () => {
           for (let i = 0; i < 30; i++) {
             const r = yield* Random.nextIntBetween(0, 10)
             const use = r < 2 ? Effect.die("boom") : r < 4 ? Effect.fail("typed") : Effect.sleep(`${r} millis`)
-            yield* pool.withConnection(() => use).pipe(Effect.timeout(`${r * 2} millis`), Effect.ignore, Effect.sandbox, Effect.ignore)
+            // the same operation in callback form, every other time
+            const callback = (_: unknown, done: (exit: Exit.Exit<void, string>) => void) => {
+              if (r < 2) return done(Exit.die("boom"))
+              if (r < 4) return done(Exit.fail("typed"))
+              const timer = setTimeout(() => done(Exit.void), r)
+              return Effect.sync(() => clearTimeout(timer))
+            }
+            const borrow = i % 2 === 0 ? pool.withConnection(() => use) : pool.withConnectionCallback(callback)
+            yield* borrow.pipe(Effect.timeout(`${r * 2} millis`), Effect.ignore, Effect.sandbox, Effect.ignore)
           }
         })
         const fibers = yield* Effect.forEach(Array.from({ length: 300 }), () => Effect.fork(worker))

@@ -109,8 +109,15 @@ class Waiter<A> {
     public spawned: boolean
   ) {}
 
-  /** Called once, by whoever took the waiter in a transaction. */
+  /** Set for `withConnectionCallback`: whoever hands this waiter a connection starts the operation on it. */
+  job: Job<A> | undefined = undefined
+
+  /**
+   * Called once, by whoever took the waiter in a transaction. A job's waiter is only ever completed this way with
+   * a failure: its connection goes to `Job.run` instead.
+   */
   complete(exit: Exit.Exit<Entry<A>, PoolError>): void {
+    if (this.job !== undefined) return this.job.settle(exit as Exit.Exit<never, PoolError>)
     this.result = exit
     const resume = this.resume
     this.resume = undefined
@@ -126,19 +133,78 @@ class Waiter<A> {
   }
 }
 
+/** A callback-style operation, as `withConnectionCallback` takes it. */
+type Start<A> = (conn: A, done: (exit: Exit.Exit<unknown, unknown>) => void) => Effect.Effect<void> | void
+
+/** How a job's caller stops waiting: a pool failure (it never got a connection), or its operation's exit. */
+type JobResult = Exit.Exit<Exit.Exit<unknown, unknown>, PoolError>
+
+/**
+ * A `withConnectionCallback` operation. Whoever hands its caller a connection starts it right there (`run`), so
+ * the caller is woken once, when the operation is done, rather than once for the connection and once more for
+ * the operation.
+ */
+class Job<A> {
+  /** The connection it runs on, once started. */
+  entry: Entry<A> | undefined = undefined
+  /** Its caller was interrupted after a release took it but before the operation started: not started at all. */
+  abandoned = false
+  finished = false
+  canceler: Effect.Effect<void> | void = undefined
+  result: JobResult | undefined = undefined
+  resume: ((result: JobResult) => void) | undefined = undefined
+  /** The `ConnectionPool.acquire` span of a traced wait, ended when the connection is handed over. */
+  span: Tracer.Span | undefined = undefined
+  constructor(readonly start: Start<A>, readonly clock: Clock.Clock) {}
+
+  settle(result: JobResult): void {
+    if (this.result !== undefined) return
+    this.endSpan(result)
+    this.result = result
+    const resume = this.resume
+    this.resume = undefined
+    if (resume !== undefined) resume(result)
+  }
+
+  /** Starts the operation on `entry`; a `start` that throws is a defect of the operation. */
+  run(entry: Entry<A>): void {
+    this.entry = entry
+    this.endSpan(Exit.void)
+    const done = (exit: Exit.Exit<unknown, unknown>) => {
+      if (this.finished) return
+      this.finished = true
+      this.settle(Exit.succeed(exit))
+    }
+    try {
+      this.canceler = this.start(entry.conn, done)
+    } catch (defect) {
+      done(Exit.die(defect))
+    }
+  }
+
+  endSpan(exit: Exit.Exit<unknown, unknown>): void {
+    const span = this.span
+    if (span === undefined) return
+    this.span = undefined
+    span.end(this.clock.unsafeCurrentTimeNanos(), exit)
+  }
+}
+
 /** An idle connection (the hot path, returned as is), or why there is none yet. */
 type Take<A> =
   | Entry<A>
-  | {
-    readonly _tag: "Wait"
-    readonly waiter: Waiter<A>
-    readonly spawn: number
-    readonly wake: boolean
-    /** The caller runs under a span, so its wait is traced too. */
-    readonly traced: boolean
-  }
+  | WaitTake<A>
   | { readonly _tag: "Closed" }
   | { readonly _tag: "Empty" }
+
+interface WaitTake<A> {
+  readonly _tag: "Wait"
+  readonly waiter: Waiter<A>
+  readonly spawn: number
+  readonly wake: boolean
+  /** The caller runs under a span, so its wait is traced too. */
+  readonly traced: boolean
+}
 
 type Give<A> =
   | { readonly _tag: "Idle" }
@@ -368,25 +434,14 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     return Effect.flatMap(exclusive ? this.tryTakeTx : this.takeTx, (take): Effect.Effect<X, E | PoolError, R> => {
       if (take instanceof Entry) {
         const now = this.now()
-        if (
-          now < take.expiresAt &&
-          (this.driver.validate === undefined || now - take.checkedAt <= this.options.validationBypass) &&
-          (this.driver.reusable === undefined || this.driver.reusable(take.conn))
-        ) {
-          return k(this.borrowed(take, now, undefined)) // the hot path: no wait, no check
-        }
+        if (this.servable(take, now)) return k(this.borrowed(take, now, undefined)) // the hot path
         const retry = this.acquire(restore, exclusive, succeedEntry)
         return Effect.flatMap(this.checkout(restore, take, this.clock.unsafeCurrentTimeNanos(), retry), k)
       }
       switch (take._tag) {
         case "Wait": {
-          const waiter = take.waiter
-          const wait = this.await(restore, waiter) // counted as borrowed by whoever hands it the connection
-          const started = take.spawn === 0
-            ? wait
-            : Effect.zipRight(this.spawn(take.spawn, waiter.queued ? undefined : waiter), wait)
-          const woken = take.wake ? Effect.zipRight(STM.commit(TQueue.offer(this.wake, true)), started) : started
-          return Effect.flatMap(take.traced ? this.span(woken) : woken, k)
+          const wait = this.waitFor(take, this.await(restore, take.waiter)) // borrowed counted by the giver
+          return Effect.flatMap(take.traced ? this.span(wait) : wait, k)
         }
         case "Closed":
           return Effect.fail(new PoolClosed({ pool: this.name }))
@@ -395,6 +450,104 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
           return Effect.flatMap(this.stats, (stats) => Effect.fail(new PoolEmpty({ pool: this.name, stats })))
       }
     })
+  }
+
+  /** Around a wait: the connects it asked for start, and the sweeper wakes if the queue was empty. */
+  waitFor<X, E>(take: WaitTake<A>, wait: Effect.Effect<X, E>): Effect.Effect<X, E> {
+    const waiter = take.waiter
+    const started = take.spawn === 0
+      ? wait
+      : Effect.zipRight(this.spawn(take.spawn, waiter.queued ? undefined : waiter), wait)
+    return take.wake ? Effect.zipRight(STM.commit(TQueue.offer(this.wake, true)), started) : started
+  }
+
+  /**
+   * `withConnectionCallback`: like `withConnection`, but the operation is a callback, started on the connection
+   * by whoever hands it over, so that a caller who waits is woken once, with the operation's result.
+   */
+  callback<X, E>(start: Start<A>): Effect.Effect<X, E | PoolError> {
+    return Effect.uninterruptibleMask((restore) => {
+      const job = new Job(start, this.clock)
+      const waited = Effect.flatMap(this.takeTx, (take): Effect.Effect<Exit.Exit<unknown, unknown>, PoolError> => {
+        if (take instanceof Entry) {
+          const now = this.now()
+          if (this.servable(take, now)) {
+            job.run(this.borrowed(take, now, undefined)) // the hot path
+            return this.awaitJob(restore, job, undefined)
+          }
+          const retry = this.acquire(restore, false, succeedEntry)
+          return Effect.flatMap(this.checkout(restore, take, this.clock.unsafeCurrentTimeNanos(), retry), (entry) => {
+            job.run(entry)
+            return this.awaitJob(restore, job, undefined)
+          })
+        }
+        switch (take._tag) {
+          case "Wait": {
+            take.waiter.job = job
+            const wait = this.waitFor(take, this.awaitJob(restore, job, take.waiter))
+            if (!take.traced) return wait
+            return Effect.flatMap(Effect.makeSpan("ConnectionPool.acquire", this.spanOptions), (span) => {
+              job.span = span
+              return wait
+            })
+          }
+          case "Closed":
+            return Effect.fail(new PoolClosed({ pool: this.name }))
+          case "Empty": // only `tryTakeTx` answers Empty
+            return Effect.dieMessage("ConnectionPool: the acquire transaction answered Empty")
+        }
+      })
+      return Effect.flatMap(Effect.exit(waited), (exit): Effect.Effect<X, E | PoolError> => {
+        // the operation's own exit; or a pool failure, or an interruption, before or while it ran
+        const result = (Exit.isSuccess(exit) ? exit.value : exit) as Exit.Exit<X, E | PoolError>
+        const entry = job.entry
+        // never started: nothing to give back (a giver that took it for a caller since interrupted gives it back)
+        if (entry === undefined) return result
+        return Effect.zipRight(this.release(entry, Exit.isFailure(result) ? result.cause : undefined), result)
+      })
+    })
+  }
+
+  /** Suspends until the job's caller gets a pool failure or its operation's exit; interruption cancels either. */
+  awaitJob(
+    restore: Restore,
+    job: Job<A>,
+    waiter: Waiter<A> | undefined
+  ): Effect.Effect<Exit.Exit<unknown, unknown>, PoolError> {
+    return restore(Effect.async<Exit.Exit<unknown, unknown>, PoolError>((resume) => {
+      if (job.result !== undefined) return resume(job.result)
+      job.resume = resume
+      return Effect.suspend(() => this.cancelJob(job, waiter)) // built only if it is needed
+    }))
+  }
+
+  /**
+   * A job's caller is interrupted. Still queued: it leaves the queue. Taken by a giver that has not started it yet:
+   * marked abandoned, so the giver takes the connection back. Running: its own canceler runs; the caller then
+   * releases the connection as interrupted, which closes it.
+   */
+  cancelJob(job: Job<A>, waiter: Waiter<A> | undefined): Effect.Effect<void> {
+    const running = Effect.suspend(() => {
+      if (job.entry === undefined) {
+        job.abandoned = true
+        job.endSpan(Exit.interrupt(FiberId.none))
+        return Effect.void
+      }
+      return job.finished || job.canceler === undefined ? Effect.void : job.canceler
+    })
+    if (waiter === undefined) return running
+    return Effect.flatMap(STM.commit(this.dequeueTx(waiter)), (dequeued) => {
+      if (!dequeued) return running
+      job.endSpan(Exit.interrupt(FiberId.none))
+      return Effect.void
+    })
+  }
+
+  /** An idle connection can go out as is: not expired, checked recently enough, and not vetoed by the driver. */
+  servable(entry: Entry<A>, now: number): boolean {
+    return now < entry.expiresAt &&
+      (this.driver.validate === undefined || now - entry.checkedAt <= this.options.validationBypass) &&
+      (this.driver.reusable === undefined || this.driver.reusable(entry.conn))
   }
 
   /** Counts a borrow. `start` is when the caller began to wait (or validate); `undefined` when it did not. */
@@ -460,17 +613,22 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   /** A waiter gives up. If a transaction took it first, the connection it is being handed goes back. */
   cancel(waiter: Waiter<A>): Effect.Effect<void> {
     return Effect.flatMap(
-      STM.commit(this.modify((s): readonly [boolean, State<A>] => {
-        if (waiter.status !== WAITING) return [false, s]
-        waiter.status = CANCELLED
-        return [true, waiter.queued ? { ...s, waiting: s.waiting - 1 } : s]
-      })),
+      STM.commit(this.dequeueTx(waiter)),
       (cancelled) =>
         cancelled ? Effect.void : Effect.flatMap(
           Effect.exit(waiter.outcome),
           (exit) => Exit.isSuccess(exit) ? this.give(exit.value, false, undefined) : Effect.void
         )
     )
+  }
+
+  /** Takes a waiter that is still waiting out of the queue (true), or tells that a transaction took it (false). */
+  dequeueTx(waiter: Waiter<A>): STM.STM<boolean> {
+    return this.modify((s): readonly [boolean, State<A>] => {
+      if (waiter.status !== WAITING) return [false, s]
+      waiter.status = CANCELLED
+      return [true, waiter.queued ? { ...s, waiting: s.waiting - 1 } : s]
+    })
   }
 
   scoped(exclusive: boolean): Effect.Effect<A, PoolError, Scope.Scope> {
@@ -501,6 +659,12 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 
   withConnectionTry<X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>) {
     return this.use(true, f)
+  }
+
+  withConnectionCallback<X, E>(
+    start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
+  ): Effect.Effect<X, E | PoolError> {
+    return this.callback(start as Start<A>)
   }
 
   /**
@@ -560,9 +724,18 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       switch (give._tag) {
         case "Idle":
           return Effect.void
-        case "Handoff":
-          give.waiter.complete(Exit.succeed(this.borrowed(entry, now, give.waiter.start)))
+        case "Handoff": {
+          const waiter = give.waiter
+          const job = waiter.job
+          if (job === undefined) {
+            waiter.complete(Exit.succeed(this.borrowed(entry, now, waiter.start)))
+            return Effect.void
+          }
+          if (job.abandoned) return this.give(entry, false, undefined, now)
+          this.borrowed(entry, now, waiter.start)
+          job.run(entry)
           return Effect.void
+        }
         case "Destroy":
           return Effect.zipRight(this.spawn(give.spawn, undefined), this.destroyed(entry))
       }
