@@ -196,7 +196,7 @@ export const query = <R extends pg.QueryResultRow = pg.QueryResultRow>(
   Effect.async((resume) => {
     client.query<R>(text, values as Array<unknown>, (error, result) =>
       resume(error ? Effect.fail(error as pg.DatabaseError) : Effect.succeed(result)))
-    return driver.cancel(client)
+    return Effect.suspend(() => driver.cancel(client)) // built only when interrupted
   })
 
 /**

@@ -10,6 +10,7 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Arr from "effect/Array"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as RcRef from "effect/RcRef"
 import type * as Scope from "effect/Scope"
@@ -38,19 +39,46 @@ const failed = (message: string) => (cause: unknown) => new SqlError({ cause, me
 const toSqlError = (e: SqlError | PoolError): SqlError =>
   e._tag === "SqlError" ? e : new SqlError({ cause: e, message: "Failed to acquire connection" })
 
+interface Query {
+  readonly text: string
+  readonly values?: ReadonlyArray<unknown> | undefined
+  readonly rowMode?: "array" | undefined
+}
+
+/**
+ * Starts one statement on `client` and calls `done` with its outcome; returns what cancels it on the server. In
+ * the callback form that `ConnectionPool.withConnectionCallback` takes.
+ */
+const start = <A>(
+  query: Query,
+  map: (result: pg.QueryResult) => A
+) =>
+(client: pg.Client, done: (exit: Exit.Exit<A, SqlError>) => void): Effect.Effect<void> => {
+  const callback = (error: Error | null, result: pg.QueryResult) => {
+    if (error) return done(Exit.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
+    let value: A
+    try {
+      value = map(result) // a row transform that throws is a defect, not a crash inside pg's callback
+    } catch (defect) {
+      return done(Exit.die(defect))
+    }
+    done(Exit.succeed(value))
+  }
+  // text and values as arguments where possible: pg copies a config object, property by property, on every query
+  if (query.rowMode === undefined) client.query(query.text, query.values as Array<unknown>, callback)
+  else client.query({ text: query.text, values: query.values as Array<unknown>, rowMode: query.rowMode }, callback)
+  return Effect.suspend(() => driver.cancel(client)) // built only when interrupted
+}
+
 /** Runs one statement on `client`. Interrupting it cancels it on the server. */
 const run = <A>(
   client: pg.Client,
-  query: pg.QueryConfig | pg.QueryArrayConfig,
+  query: Query,
   map: (result: pg.QueryResult) => A
-) =>
-  Effect.async<A, SqlError>((resume) => {
-    client.query(query as pg.QueryConfig, (error: Error | null, result: pg.QueryResult) => {
-      if (error) resume(Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
-      else resume(Effect.succeed(map(result)))
-    })
-    return driver.cancel(client)
-  })
+) => {
+  const begin = start(query, map)
+  return Effect.async<A, SqlError>((resume) => begin(client, resume))
+}
 
 const rows = (result: pg.QueryResult | Array<pg.QueryResult>) =>
   Array.isArray(result) ? result.map((r) => r.rows ?? []) : result.rows ?? []
@@ -65,25 +93,28 @@ class PooledConnection implements Connection {
     readonly pinned: pg.Client | undefined
   ) {}
 
-  private with<A>(f: (client: pg.Client) => Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> {
-    if (this.pinned !== undefined) return f(this.pinned)
-    return Effect.mapError(this.pool.withConnection(f), toSqlError)
+  /**
+   * One statement: on the pinned client, or on a pooled one through `withConnectionCallback`, so that a caller
+   * who waits for a connection is woken once, with the statement's result (the releaser starts the statement).
+   */
+  private run<A>(
+    query: Query,
+    map: (result: pg.QueryResult) => A
+  ): Effect.Effect<A, SqlError> {
+    if (this.pinned !== undefined) return run(this.pinned, query, map)
+    return Effect.mapError(this.pool.withConnectionCallback(start(query, map)), toSqlError)
   }
 
   execute(sql: string, params: ReadonlyArray<unknown>, transformRows: Transform) {
-    const query = { text: sql, values: params as Array<unknown> }
-    return this.with((client) => run(client, query, transformRows ? (r) => transformRows(rows(r)) : rows))
+    return this.run({ text: sql, values: params }, transformRows ? (r) => transformRows(rows(r)) : rows)
   }
   executeRaw(sql: string, params: ReadonlyArray<unknown>) {
-    return this.with((client) => run(client, { text: sql, values: params as Array<unknown> }, (r) => r))
+    return this.run({ text: sql, values: params }, (r) => r)
   }
   executeValues(sql: string, params: ReadonlyArray<unknown>) {
-    return this.with((client) =>
-      run(
-        client,
-        { text: sql, values: params as Array<unknown>, rowMode: "array" },
-        (r) => r.rows as unknown as ReadonlyArray<ReadonlyArray<unknown>>
-      )
+    return this.run(
+      { text: sql, values: params, rowMode: "array" },
+      (r) => r.rows as unknown as ReadonlyArray<ReadonlyArray<unknown>>
     )
   }
   executeUnprepared(sql: string, params: ReadonlyArray<unknown>, transformRows: Transform) {
