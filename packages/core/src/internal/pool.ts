@@ -111,6 +111,10 @@ class Waiter<A> {
 
   /** Set for `withConnectionCallback`: whoever hands this waiter a connection starts the operation on it. */
   job: Job<A> | undefined = undefined
+  /** Set by the transaction that queued it: connects to start, whether to wake the sweeper, whether to trace. */
+  spawn = 0
+  wake = false
+  traced = false
 
   /**
    * Called once, by whoever took the waiter in a transaction. A job's waiter is only ever completed this way with
@@ -193,22 +197,14 @@ class Job<A> {
 /** An idle connection (the hot path, returned as is), or why there is none yet. */
 type Take<A> =
   | Entry<A>
-  | WaitTake<A>
+  | Waiter<A>
   | { readonly _tag: "Closed" }
   | { readonly _tag: "Empty" }
 
-interface WaitTake<A> {
-  readonly _tag: "Wait"
-  readonly waiter: Waiter<A>
-  readonly spawn: number
-  readonly wake: boolean
-  /** The caller runs under a span, so its wait is traced too. */
-  readonly traced: boolean
-}
-
+/** A release's outcome: handed to this waiter (returned as is), kept idle, or to be closed. */
 type Give<A> =
+  | Waiter<A>
   | { readonly _tag: "Idle" }
-  | { readonly _tag: "Handoff"; readonly waiter: Waiter<A> }
   | { readonly _tag: "Destroy"; readonly spawn: number }
 
 /** A persistent FIFO: pushed onto `back`, popped from `front`, amortised O(1). */
@@ -252,11 +248,11 @@ const emptyTake = { _tag: "Empty" } as const
 const idleGive = { _tag: "Idle" } as const
 
 /** How many connects to start so that every waiter has one coming, within `maxSize`. */
-const spawnCount = <A>(s: State<A>): number =>
-  s.closed ? 0 : Math.max(0, Math.min(s.waiting - s.pending, s.maxSize - s.total - s.pending))
+const spawnCount = (closed: boolean, waiting: number, pending: number, total: number, maxSize: number): number =>
+  closed ? 0 : Math.max(0, Math.min(waiting - pending, maxSize - total - pending))
 
 const withSpawn = <A>(s: State<A>): readonly [number, State<A>] => {
-  const spawn = spawnCount(s)
+  const spawn = spawnCount(s.closed, s.waiting, s.pending, s.total, s.maxSize)
   return [spawn, spawn === 0 ? s : { ...s, pending: s.pending + spawn }]
 }
 
@@ -387,9 +383,13 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       if (s.closed) return [closedTake, s]
       if (s.idleCount > 0) return takeIdle(s)
       const waiter = this.waiter(true, false)
-      const [spawn, next] = withSpawn({ ...s, waiters: push(s.waiters, waiter), waiting: s.waiting + 1 })
+      const waiting = s.waiting + 1
+      const spawn = spawnCount(s.closed, waiting, s.pending, s.total, s.maxSize)
+      waiter.spawn = spawn
       waiter.spawned = spawn > 0
-      return [{ _tag: "Wait", waiter, spawn, wake: s.waiting === 0, traced: this.traced }, next]
+      waiter.wake = s.waiting === 0
+      waiter.traced = this.traced
+      return [waiter, { ...s, waiters: push(s.waiters, waiter), waiting, pending: s.pending + spawn }]
     })
     return this.commitTraced(take)
   }
@@ -413,7 +413,9 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       if (s.idleCount > 0) return takeIdle(s)
       if (s.total + s.pending >= s.maxSize) return [emptyTake, s]
       const waiter = this.waiter(false, true)
-      return [{ _tag: "Wait", waiter, spawn: 1, wake: false, traced: this.traced }, { ...s, pending: s.pending + 1 }]
+      waiter.spawn = 1
+      waiter.traced = this.traced
+      return [waiter, { ...s, pending: s.pending + 1 }]
     }))
   }
 
@@ -438,11 +440,11 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         const retry = this.acquire(restore, exclusive, succeedEntry)
         return Effect.flatMap(this.checkout(restore, take, this.clock.unsafeCurrentTimeNanos(), retry), k)
       }
+      if (take instanceof Waiter) {
+        const wait = this.waitFor(take, this.await(restore, take)) // borrowed counted by the giver
+        return Effect.flatMap(take.traced ? this.span(wait) : wait, k)
+      }
       switch (take._tag) {
-        case "Wait": {
-          const wait = this.waitFor(take, this.await(restore, take.waiter)) // borrowed counted by the giver
-          return Effect.flatMap(take.traced ? this.span(wait) : wait, k)
-        }
         case "Closed":
           return Effect.fail(new PoolClosed({ pool: this.name }))
         case "Empty":
@@ -453,12 +455,11 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   }
 
   /** Around a wait: the connects it asked for start, and the sweeper wakes if the queue was empty. */
-  waitFor<X, E>(take: WaitTake<A>, wait: Effect.Effect<X, E>): Effect.Effect<X, E> {
-    const waiter = take.waiter
-    const started = take.spawn === 0
+  waitFor<X, E>(waiter: Waiter<A>, wait: Effect.Effect<X, E>): Effect.Effect<X, E> {
+    const started = waiter.spawn === 0
       ? wait
-      : Effect.zipRight(this.spawn(take.spawn, waiter.queued ? undefined : waiter), wait)
-    return take.wake ? Effect.zipRight(STM.commit(TQueue.offer(this.wake, true)), started) : started
+      : Effect.zipRight(this.spawn(waiter.spawn, waiter.queued ? undefined : waiter), wait)
+    return waiter.wake ? Effect.zipRight(STM.commit(TQueue.offer(this.wake, true)), started) : started
   }
 
   /**
@@ -481,16 +482,16 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
             return this.awaitJob(restore, job, undefined)
           })
         }
+        if (take instanceof Waiter) {
+          take.job = job
+          const wait = this.waitFor(take, this.awaitJob(restore, job, take))
+          if (!take.traced) return wait
+          return Effect.flatMap(Effect.makeSpan("ConnectionPool.acquire", this.spanOptions), (span) => {
+            job.span = span
+            return wait
+          })
+        }
         switch (take._tag) {
-          case "Wait": {
-            take.waiter.job = job
-            const wait = this.waitFor(take, this.awaitJob(restore, job, take.waiter))
-            if (!take.traced) return wait
-            return Effect.flatMap(Effect.makeSpan("ConnectionPool.acquire", this.spanOptions), (span) => {
-              job.span = span
-              return wait
-            })
-          }
           case "Closed":
             return Effect.fail(new PoolClosed({ pool: this.name }))
           case "Empty": // only `tryTakeTx` answers Empty
@@ -503,7 +504,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         const entry = job.entry
         // never started: nothing to give back (a giver that took it for a caller since interrupted gives it back)
         if (entry === undefined) return result
-        return Effect.zipRight(this.release(entry, Exit.isFailure(result) ? result.cause : undefined), result)
+        return this.release(entry, Exit.isFailure(result) ? result.cause : undefined, result)
       })
     })
   }
@@ -648,7 +649,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       this.acquire(restore, exclusive, (entry) =>
         Effect.flatMap(
           Effect.exit(restore(f(entry.conn))),
-          (exit) => Effect.zipRight(this.release(entry, exit._tag === "Failure" ? exit.cause : undefined), exit)
+          (exit) => this.release(entry, exit._tag === "Failure" ? exit.cause : undefined, exit)
         ))
     )
   }
@@ -684,8 +685,12 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
    * Called when the borrower is done (from a finalizer or a continuation, so it runs its checks right away), with
    * the cause if its use failed.
    */
-  release(entry: Entry<A>, failure: Cause.Cause<unknown> | undefined): Effect.Effect<void> {
-    if (entry.closed) return Effect.void // closed by force at the shutdown deadline
+  release<X = void, E = never>(
+    entry: Entry<A>,
+    failure: Cause.Cause<unknown> | undefined,
+    then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
+  ): Effect.Effect<X, E> {
+    if (entry.closed) return then // closed by force at the shutdown deadline
     const now = this.now()
     this.metrics.useTime.unsafeUpdate((now - entry.borrowedAt) / 1000, noTags)
     if (failure !== undefined && (Cause.isInterrupted(failure) || Cause.isDie(failure))) {
@@ -695,14 +700,21 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     }
     entry.idleSince = now
     entry.checkedAt = now
-    return this.give(entry, false, undefined, now)
+    return this.give(entry, false, undefined, now, then)
   }
 
   /**
    * The release transaction, also taken by new connections (`fresh`): straight to `target` or the oldest waiter,
    * else idle; closed instead when the pool is shut, the connection invalid or expired, or the pool shrank.
+   * `then` runs after (passed in rather than chained: one step fewer for every release).
    */
-  give(entry: Entry<A>, fresh: boolean, target: Waiter<A> | undefined, now = this.now()): Effect.Effect<void> {
+  give<X = void, E = never>(
+    entry: Entry<A>,
+    fresh: boolean,
+    target: Waiter<A> | undefined,
+    now = this.now(),
+    then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
+  ): Effect.Effect<X, E> {
     const expired = now >= entry.expiresAt
     const tx = this.modify((s0): readonly [Give<A>, State<A>] => {
       const s = fresh ? { ...s0, total: s0.total + 1, pending: s0.pending - 1 } : s0
@@ -712,33 +724,25 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       }
       if (target !== undefined && target.status === WAITING) {
         target.status = TAKEN
-        return [{ _tag: "Handoff", waiter: target }, s]
+        return [target, s]
       }
-      if (s.waiting > 0) {
-        const [waiter, next] = takeHead(s)
-        return [{ _tag: "Handoff", waiter }, next]
-      }
+      if (s.waiting > 0) return takeHead(s)
       return [idleGive, { ...s, idle: List.prepend(s.idle, entry), idleCount: s.idleCount + 1 }]
     })
-    return Effect.flatMap(STM.commit(tx), (give) => {
-      switch (give._tag) {
-        case "Idle":
-          return Effect.void
-        case "Handoff": {
-          const waiter = give.waiter
-          const job = waiter.job
-          if (job === undefined) {
-            waiter.complete(Exit.succeed(this.borrowed(entry, now, waiter.start)))
-            return Effect.void
-          }
-          if (job.abandoned) return this.give(entry, false, undefined, now)
-          this.borrowed(entry, now, waiter.start)
-          job.run(entry)
-          return Effect.void
+    return Effect.flatMap(STM.commit(tx), (give): Effect.Effect<X, E> => {
+      if (give instanceof Waiter) { // a handoff
+        const job = give.job
+        if (job === undefined) {
+          give.complete(Exit.succeed(this.borrowed(entry, now, give.start)))
+          return then
         }
-        case "Destroy":
-          return Effect.zipRight(this.spawn(give.spawn, undefined), this.destroyed(entry))
+        if (job.abandoned) return this.give(entry, false, undefined, now, then)
+        this.borrowed(entry, now, give.start)
+        job.run(entry)
+        return then
       }
+      if (give._tag === "Idle") return then
+      return Effect.zipRight(Effect.zipRight(this.spawn(give.spawn, undefined), this.destroyed(entry)), then)
     })
   }
 
