@@ -137,8 +137,8 @@ class Waiter<A> {
   traced = false
 
   /**
-   * Called once, by whoever took the waiter in a transaction. A job's waiter is only ever completed this way with
-   * a failure: its connection goes to `Job.run` instead.
+   * Called once, by whoever took the waiter in a transaction. Once a job is attached, it gets the failures; a
+   * connection goes to `Job.run` instead. (Before, the waiter keeps the result for its caller to find.)
    */
   complete(exit: Exit.Exit<Entry<A>, PoolError>): void {
     if (this.job !== undefined) return this.job.settle(exit as Exit.Exit<never, PoolError>)
@@ -504,10 +504,20 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         }
         if (take instanceof Waiter) {
           take.job = job
+          // a giver that took the waiter before the job was attached (this fiber may yield between the transaction
+          // and this step) completed it as a plain waiter: start the job here, or pass on its failure
+          const early = take.result
+          if (early !== undefined) {
+            if (Exit.isSuccess(early)) job.run(early.value)
+            else job.settle(early as Exit.Exit<never, PoolError>)
+          }
           const wait = this.waitFor(take, this.awaitJob(restore, job, take))
           if (!take.traced) return wait
           return Effect.flatMap(Effect.makeSpan("ConnectionPool.acquire", this.spanOptions), (span) => {
             job.span = span
+            // handed over, or failed, while the span was being made
+            if (job.entry !== undefined) job.endSpan(Exit.void)
+            else if (job.result !== undefined) job.endSpan(job.result)
             return wait
           })
         }
@@ -529,17 +539,25 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     })
   }
 
-  /** Suspends until the job's caller gets a pool failure or its operation's exit; interruption cancels either. */
+  /**
+   * Suspends until the job's caller gets a pool failure or its operation's exit; an interruption cancels either
+   * (after `restore`, as in `await`).
+   */
   awaitJob(
     restore: Restore,
     job: Job<A>,
     waiter: Waiter<A> | undefined
   ): Effect.Effect<Exit.Exit<unknown, unknown>, PoolError> {
-    return restore(Effect.async<Exit.Exit<unknown, unknown>, PoolError>((resume) => {
-      if (job.result !== undefined) return resume(job.result)
-      job.resume = resume
-      return Effect.suspend(() => this.cancelJob(job, waiter)) // built only if it is needed
-    }))
+    return Effect.catchAllCause(
+      restore(Effect.async<Exit.Exit<unknown, unknown>, PoolError>((resume) => {
+        if (job.result !== undefined) return resume(job.result)
+        job.resume = resume
+      })),
+      (cause) =>
+        Cause.isInterrupted(cause)
+          ? Effect.zipRight(this.cancelJob(job, waiter), Effect.failCause(cause))
+          : Effect.failCause(cause)
+    )
   }
 
   /**
@@ -622,13 +640,22 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     )
   }
 
-  /** Suspends until a transaction completes the waiter; an interruption cancels it (`cancel` is the canceler). */
+  /**
+   * Suspends until a transaction completes the waiter. An interruption cancels it: handled after `restore` rather
+   * than as the async's canceler, because an interruption already pending when the caller turns interruptible
+   * fails `restore` at once, before any canceler is registered, and the waiter must still leave the queue.
+   */
   await(restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> {
-    return restore(Effect.async<Entry<A>, PoolError>((resume) => {
-      if (waiter.result !== undefined) return resume(waiter.result)
-      waiter.resume = resume
-      return Effect.suspend(() => this.cancel(waiter)) // built only if it is needed
-    }))
+    return Effect.catchAllCause(
+      restore(Effect.async<Entry<A>, PoolError>((resume) => {
+        if (waiter.result !== undefined) return resume(waiter.result)
+        waiter.resume = resume
+      })),
+      (cause) =>
+        Cause.isInterrupted(cause)
+          ? Effect.zipRight(this.cancel(waiter), Effect.failCause(cause))
+          : Effect.failCause(cause)
+    )
   }
 
   /** A waiter gives up. If a transaction took it first, the connection it is being handed goes back. */
