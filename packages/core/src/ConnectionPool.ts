@@ -229,6 +229,22 @@ export const withConnectionTry: {
 } = internal.withConnectionTry
 
 /**
+ * See {@link ConnectionPool.withConnectionCallback}.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const withConnectionCallback: {
+  <A, X, E>(
+    start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
+  ): (self: ConnectionPool<A>) => Effect.Effect<X, E | PoolError>
+  <A, X, E>(
+    self: ConnectionPool<A>,
+    start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
+  ): Effect.Effect<X, E | PoolError>
+} = internal.withConnectionCallback
+
+/**
  * @since 0.1.0
  * @category combinators
  */
@@ -293,6 +309,9 @@ export interface TagClass<Self, Id extends string, A> extends Context.TagClass<S
   readonly withConnectionTry: <X, E, R>(
     f: (conn: A) => Effect.Effect<X, E, R>
   ) => Effect.Effect<X, E | PoolError, R | Self>
+  readonly withConnectionCallback: <X, E>(
+    start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
+  ) => Effect.Effect<X, E | PoolError, Self>
   readonly invalidate: (conn: A) => Effect.Effect<void, never, Self>
   readonly drain: Effect.Effect<void, never, Self>
   readonly shutdown: (timeout?: Duration.DurationInput) => Effect.Effect<void, never, Self>

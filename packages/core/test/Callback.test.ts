@@ -206,6 +206,22 @@ describe("withConnectionCallback", () => {
       assert.deepStrictEqual(ended, ["ConnectionPool.acquire", "request"])
     }))
 
+  it.effect("is also a dual function and an accessor of a pool tag", () =>
+    Effect.gen(function*() {
+      const t = makeDriver()
+      class Db extends ConnectionPool.Tag("test/CallbackDb")<Db, Conn>() {}
+      const id = (conn: Conn, done: (exit: Exit.Exit<number>) => void) => done(Exit.succeed(conn.id))
+      const ids = yield* Effect.gen(function*() {
+        const pool = yield* Db
+        return [
+          yield* ConnectionPool.withConnectionCallback(pool, id),
+          yield* pool.pipe(ConnectionPool.withConnectionCallback(id)),
+          yield* Db.withConnectionCallback(id)
+        ]
+      }).pipe(Effect.provide(Db.layer({ driver: t.driver })))
+      assert.deepStrictEqual(ids, [1, 1, 1])
+    }))
+
   it.scoped("fails with PoolClosed once the pool is shut down", () =>
     Effect.gen(function*() {
       const t = makeDriver()

@@ -1198,6 +1198,7 @@ export const makeTag = (id: string): any => {
   tag.tryGet = use((pool) => pool.tryGet)
   tag.withConnection = (f: any) => use((pool) => pool.withConnection(f))
   tag.withConnectionTry = (f: any) => use((pool) => pool.withConnectionTry(f))
+  tag.withConnectionCallback = (start: any) => use((pool) => pool.withConnectionCallback(start))
   tag.invalidate = (conn: unknown) => use((pool) => pool.invalidate(conn))
   tag.drain = use((pool) => pool.drain)
   tag.shutdown = (timeout?: Duration.DurationInput) => use((pool) => pool.shutdown(timeout))
@@ -1215,6 +1216,15 @@ export const withConnection = dual(
   2,
   <A, X, E, R>(self: ConnectionPool.ConnectionPool<A>, f: (conn: A) => Effect.Effect<X, E, R>) =>
     self.withConnection(f)
+)
+
+/** @internal */
+export const withConnectionCallback = dual(
+  2,
+  <A, X, E>(
+    self: ConnectionPool.ConnectionPool<A>,
+    start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
+  ) => self.withConnectionCallback(start)
 )
 
 /** @internal */
