@@ -25,6 +25,27 @@ describe("PgPool: @effect/sql-pg on our pool", () => {
       assert.strictEqual(stats.inUse, 0)
     })))
 
+  it.live("returns rows as arrays (sql`...`.values), and a row transform that throws keeps its connection", () =>
+    run(
+      Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        assert.deepStrictEqual(yield* sql`SELECT 1 AS a, 'x' AS b`.values, [[1, "x"]])
+        const pid = (yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`)[0].pid
+        const exit = yield* Effect.exit(sql`SELECT 1 AS boom`)
+        assert.isTrue(Exit.isFailure(exit) && exit.cause._tag === "Die") // the transform's defect, as sql-pg has it
+        const stats = yield* PgPool.PgPool.stats
+        assert.deepStrictEqual([stats.total, stats.destroyed], [1, 0]) // the connection did nothing wrong
+        assert.strictEqual((yield* sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`)[0].pid, pid)
+      }),
+      {
+        maxSize: 1,
+        transformResultNames: (name: string) => {
+          if (name === "boom") throw new Error("a transform that throws")
+          return name
+        }
+      }
+    ))
+
   it.live("sql.withTransaction pins one connection and commits", () =>
     run(Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient

@@ -46,24 +46,16 @@ interface Query {
 }
 
 /**
- * Starts one statement on `client` and calls `done` with its outcome; returns what cancels it on the server. In
- * the callback form that `ConnectionPool.withConnectionCallback` takes.
+ * Starts one statement on `client` and calls `done` with pg's result; returns what cancels it on the server. In
+ * the callback form that `ConnectionPool.withConnectionCallback` takes. Rows are transformed afterwards, by the
+ * caller: a transform that throws is the caller's defect, and the connection, which did nothing wrong, goes back.
  */
-const start = <A>(
-  query: Query,
-  map: (result: pg.QueryResult) => A
-) =>
-(client: pg.Client, done: (exit: Exit.Exit<A, SqlError>) => void): Effect.Effect<void> => {
-  const callback = (error: Error | null, result: pg.QueryResult) => {
-    if (error) return done(Exit.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
-    let value: A
-    try {
-      value = map(result) // a row transform that throws is a defect, not a crash inside pg's callback
-    } catch (defect) {
-      return done(Exit.die(defect))
-    }
-    done(Exit.succeed(value))
-  }
+const start = (query: Query) =>
+(client: pg.Client, done: (exit: Exit.Exit<pg.QueryResult, SqlError>) => void): Effect.Effect<void> => {
+  const callback = (error: Error | null, result: pg.QueryResult) =>
+    done(
+      error ? Exit.fail(new SqlError({ cause: error, message: "Failed to execute statement" })) : Exit.succeed(result)
+    )
   // text and values as arguments where possible: pg copies a config object, property by property, on every query
   if (query.rowMode === undefined) client.query(query.text, query.values as Array<unknown>, callback)
   else client.query({ text: query.text, values: query.values as Array<unknown>, rowMode: query.rowMode }, callback)
@@ -76,16 +68,17 @@ const run = <A>(
   query: Query,
   map: (result: pg.QueryResult) => A
 ) => {
-  const begin = start(query, map)
-  return Effect.async<A, SqlError>((resume) => begin(client, resume))
+  const begin = start(query)
+  return Effect.map(Effect.async<pg.QueryResult, SqlError>((resume) => begin(client, resume)), map)
 }
 
 const rows = (result: pg.QueryResult | Array<pg.QueryResult>) =>
   Array.isArray(result) ? result.map((r) => r.rows ?? []) : result.rows ?? []
 
 /**
- * @effect/sql's `Connection` on our pool: each statement borrows a connection for itself (`withConnection`, in
- * the caller's own fiber), unless `pinned` (a transaction, or `sql.reserve`) holds one for a whole scope.
+ * @effect/sql's `Connection` on our pool: each statement borrows a connection for itself, unless `pinned` (a
+ * transaction, or `sql.reserve`) holds one for a whole scope. A statement that waits for a connection is started
+ * by the release that frees one (`withConnectionCallback`), in the releasing fiber; its caller wakes once.
  */
 class PooledConnection implements Connection {
   constructor(
@@ -102,7 +95,7 @@ class PooledConnection implements Connection {
     map: (result: pg.QueryResult) => A
   ): Effect.Effect<A, SqlError> {
     if (this.pinned !== undefined) return run(this.pinned, query, map)
-    return Effect.mapError(this.pool.withConnectionCallback(start(query, map)), toSqlError)
+    return Effect.mapBoth(this.pool.withConnectionCallback(start(query)), { onFailure: toSqlError, onSuccess: map })
   }
 
   execute(sql: string, params: ReadonlyArray<unknown>, transformRows: Transform) {
