@@ -136,7 +136,8 @@ export const main = async (): Promise<void> => {
     })
     const effectPool = yield* Pool.make({ acquire: Effect.sync(() => ({ id: n++ })), size: TOKENS })
     const plain = new PlainFair()
-    const stm = new StmFair(yield* TRef.make(new FairState(List.fromIterable(plain.idle), List.empty(), List.empty(), 0)))
+    const initial = new FairState(List.fromIterable(plain.idle), List.empty(), List.empty(), 0)
+    const stm = new StmFair(yield* TRef.make(initial))
     const subjects: ReadonlyArray<Subject> = [
       { name: "fair handoff, plain state", cycle: plain.with(use) },
       { name: "fair handoff, state in a TRef (2 commits/cycle)", cycle: stm.with(use) },
@@ -157,8 +158,9 @@ export const main = async (): Promise<void> => {
       "",
       machineLine(),
       `- versions: effect ${versionOf("effect")}`,
-      `- ${TOKENS} tokens, ${FIBERS} fibers × ${CYCLES} cycles, the use yields once; ${rounds} rounds (BENCH_ROUNDS), ` +
-      "subjects rotated each round, a full GC before each run; median µs per cycle (lower is better)",
+      `- ${TOKENS} tokens, ${FIBERS} fibers × ${CYCLES} cycles, the use yields once; ` +
+      `${rounds} rounds (BENCH_ROUNDS), subjects rotated each round, a full GC before each run; ` +
+      "median µs per cycle (lower is better)",
       "",
       "| subject | µs per cycle (median) | min–max | Pool.make's time over this one |",
       "|---|--:|--:|--:|",
