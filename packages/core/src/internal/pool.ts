@@ -11,7 +11,6 @@ import * as FiberId from "effect/FiberId"
 import * as FiberSet from "effect/FiberSet"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
-import * as List from "effect/List"
 import { pipeArguments } from "effect/Pipeable"
 import { hasProperty } from "effect/Predicate"
 import * as Random from "effect/Random"
@@ -32,6 +31,7 @@ import {
 import type { PoolStats } from "../PoolStats.js"
 import * as metrics from "./metrics.js"
 import { backoffDelay, resolve, type Resolved, validateSizes } from "./options.js"
+import * as Stack from "./stack.js"
 
 /** @internal */
 export const TypeId: ConnectionPool.TypeId = Symbol.for("@connection-pool/core/ConnectionPool") as ConnectionPool.TypeId
@@ -77,7 +77,7 @@ class State<A> {
   constructor(
     readonly closed: boolean,
     /** Idle connections, most recently returned first. */
-    readonly idle: List.List<Entry<A>>,
+    readonly idle: Stack.Stack<Entry<A>>,
     readonly idleCount: number,
     /** Open connections, idle or in use. */
     readonly total: number,
@@ -229,27 +229,27 @@ type Give<A> =
 
 /** A persistent FIFO: pushed onto `back`, popped from `front`, amortised O(1). */
 interface Fifo<A> {
-  readonly front: List.List<A>
-  readonly back: List.List<A>
+  readonly front: Stack.Stack<A>
+  readonly back: Stack.Stack<A>
 }
 
-const emptyFifo: Fifo<never> = { front: List.empty(), back: List.empty() }
+const emptyFifo: Fifo<never> = { front: Stack.nil, back: Stack.nil }
 
-const push = <A>(q: Fifo<A>, a: A): Fifo<A> => ({ front: q.front, back: List.prepend(q.back, a) })
+const push = <A>(q: Fifo<A>, a: A): Fifo<A> => ({ front: q.front, back: Stack.push(q.back, a) })
 
 /** The oldest live waiter (left in the queue) and the queue without the dead ones before it. */
 const peekLive = <A>(q: Fifo<Waiter<A>>): readonly [Waiter<A> | undefined, Fifo<Waiter<A>>] => {
   let front = q.front
   let back = q.back
   for (;;) {
-    if (List.isNil(front)) {
-      if (List.isNil(back)) return [undefined, emptyFifo]
-      front = List.reverse(back)
-      back = List.empty()
+    if (!(front instanceof Stack.Cell)) {
+      if (!(back instanceof Stack.Cell)) return [undefined, emptyFifo]
+      front = Stack.reverse(back)
+      back = Stack.nil
     }
-    const cons = front as List.Cons<Waiter<A>>
-    if (cons.head.status === WAITING) return [cons.head, front === q.front ? q : { front, back }]
-    front = cons.tail
+    const cell = front as Stack.Cell<Waiter<A>>
+    if (cell.head.status === WAITING) return [cell.head, front === q.front ? q : { front, back }]
+    front = cell.tail
   }
 }
 
@@ -257,11 +257,11 @@ const peekLive = <A>(q: Fifo<Waiter<A>>): readonly [Waiter<A> | undefined, Fifo<
 const takeHead = <A>(s: State<A>): readonly [Waiter<A>, State<A>] => {
   const [waiter, q] = peekLive(s.waiters)
   waiter!.status = TAKEN
-  const waiters = { front: (q.front as List.Cons<Waiter<A>>).tail, back: q.back }
+  const waiters = { front: (q.front as Stack.Cell<Waiter<A>>).tail, back: q.back }
   return [waiter!, patched(s, { waiters, waiting: s.waiting - 1 })]
 }
 
-const allOf = <A>(q: Fifo<A>): Array<A> => [...List.toArray(q.front), ...List.toArray(List.reverse(q.back))]
+const allOf = <A>(q: Fifo<A>): Array<A> => [...Stack.toArray(q.front), ...Stack.toArray(q.back).reverse()]
 
 const closedTake = { _tag: "Closed" } as const
 const emptyTake = { _tag: "Empty" } as const
@@ -774,7 +774,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         return [target, s]
       }
       if (s.waiting > 0) return takeHead(s)
-      return [idleGive, patched(s, { idle: List.prepend(s.idle, entry), idleCount: s.idleCount + 1 })]
+      return [idleGive, patched(s, { idle: Stack.push(s.idle, entry), idleCount: s.idleCount + 1 })]
     })
     return Effect.flatMap(STM.commit(tx), (give): Effect.Effect<X, E> => {
       if (give instanceof Waiter) { // a handoff
@@ -970,7 +970,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       const o = this.options
       const tx = this.modify((s): readonly [readonly [Array<Entry<A>>, Array<Entry<A>>], State<A>] => {
         if (s.closed || s.idleCount === 0) return [[[], []], s]
-        const idle = List.toArray(s.idle)
+        const idle = Stack.toArray(s.idle)
         const keep: Array<Entry<A>> = []
         const close: Array<Entry<A>> = []
         const probe: Array<Entry<A>> = []
@@ -984,7 +984,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
           else keep.push(e)
         }
         if (close.length === 0 && probe.length === 0) return [[close, probe], s]
-        return [[close, probe], patched(s, { idle: List.fromIterable(keep.reverse()), idleCount: keep.length, total })]
+        return [[close, probe], patched(s, { idle: Stack.fromArray(keep.reverse()), idleCount: keep.length, total })]
       })
       return Effect.flatMap(STM.commit(tx), ([close, probe]) =>
         Effect.zipRight(
@@ -1025,9 +1025,9 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       if (entry === undefined) return Effect.void
       entry.invalid = true
       const tx = this.modify((s): readonly [boolean, State<A>] => {
-        const idle = List.filter(s.idle, (e) => e !== entry)
-        if (List.size(idle) === s.idleCount) return [false, s] // in use: closed when released
-        return [true, patched(s, { idle, idleCount: s.idleCount - 1, total: s.total - 1 })]
+        const idle = Stack.toArray(s.idle).filter((e) => e !== entry)
+        if (idle.length === s.idleCount) return [false, s] // in use: closed when released
+        return [true, patched(s, { idle: Stack.fromArray(idle), idleCount: s.idleCount - 1, total: s.total - 1 })]
       })
       return Effect.flatMap(STM.commit(tx), (wasIdle) => wasIdle ? this.destroyed(entry) : Effect.void)
     })
@@ -1035,8 +1035,8 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 
   get drain(): Effect.Effect<void> {
     const tx = this.modify((s): readonly [Array<Entry<A>>, State<A>] =>
-      s.idleCount === 0 ? [[], s] : [List.toArray(s.idle), patched(s, {
-        idle: List.empty(),
+      s.idleCount === 0 ? [[], s] : [Stack.toArray(s.idle), patched(s, {
+        idle: Stack.nil,
         idleCount: 0,
         total: s.total - s.idleCount
       })]
@@ -1047,13 +1047,13 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   resize(sizes: ConnectionPool.Sizes): Effect.Effect<void, InvalidConfig> {
     return Effect.flatMap(validateSizes(sizes.minSize, sizes.maxSize, this.options), ({ maxSize, minSize }) => {
       const tx = this.modify((s): readonly [readonly [Array<Entry<A>>, number], State<A>] => {
-        const idle = List.toArray(s.idle)
+        const idle = Stack.toArray(s.idle)
         const excess = Math.max(0, Math.min(idle.length, s.total - maxSize))
         const close = idle.splice(idle.length - excess, excess) // the longest idle go first
         const [spawn, next] = withSpawn(patched(s, {
           minSize,
           maxSize,
-          idle: excess === 0 ? s.idle : List.fromIterable(idle),
+          idle: excess === 0 ? s.idle : Stack.fromArray(idle),
           idleCount: s.idleCount - excess,
           total: s.total - excess
         }))
@@ -1076,9 +1076,9 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       if (s.closed) return [undefined, s]
       const waiters = allOf(s.waiters).filter((w) => w.status === WAITING)
       for (const w of waiters) w.status = TAKEN
-      return [[List.toArray(s.idle), waiters], patched(s, {
+      return [[Stack.toArray(s.idle), waiters], patched(s, {
         closed: true,
-        idle: List.empty(),
+        idle: Stack.nil,
         idleCount: 0,
         total: s.total - s.idleCount,
         waiters: emptyFifo,
@@ -1131,7 +1131,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 }
 
 const takeIdle = <A>(s: State<A>): readonly [Take<A>, State<A>] => {
-  const idle = s.idle as List.Cons<Entry<A>>
+  const idle = s.idle as Stack.Cell<Entry<A>>
   return [idle.head, patched(s, { idle: idle.tail, idleCount: s.idleCount - 1 })]
 }
 
@@ -1155,7 +1155,7 @@ export const make = <A, R>(
       reusable: options.driver.reusable
     }
     const state = yield* TRef.make(
-      new State<A>(false, List.empty(), 0, 0, 0, emptyFifo, 0, resolved.minSize, resolved.maxSize)
+      new State<A>(false, Stack.nil, 0, 0, 0, emptyFifo, 0, resolved.minSize, resolved.maxSize)
     )
     const refill = yield* TQueue.sliding<true>(1)
     const wake = yield* TQueue.sliding<true>(1)
