@@ -446,12 +446,14 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 
   /**
    * Acquires a connection and continues with `k`: the continuation is passed in rather than chained, so that a
-   * connection served at once from idle (the hot path) costs no extra step.
+   * connection served at once from idle (the hot path) costs no extra step. A caller that has to wait suspends
+   * until a giver hands it a connection, unless `onWait` says otherwise (`withConnectionCallback`).
    */
   acquire<X, E, R>(
     restore: Restore,
     exclusive: boolean,
-    k: (entry: Entry<A>) => Effect.Effect<X, E, R>
+    k: (entry: Entry<A>) => Effect.Effect<X, E, R>,
+    onWait?: (waiter: Waiter<A>) => Effect.Effect<X, E | PoolError, R>
   ): Effect.Effect<X, E | PoolError, R> {
     return Effect.flatMap(exclusive ? this.tryTakeTx : this.takeTx, (take): Effect.Effect<X, E | PoolError, R> => {
       if (take instanceof Entry) {
@@ -461,6 +463,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         return Effect.flatMap(this.checkout(restore, take, this.clock.unsafeCurrentTimeNanos(), retry), k)
       }
       if (take instanceof Waiter) {
+        if (onWait !== undefined) return onWait(take)
         const wait = this.waitFor(take, this.await(restore, take)) // borrowed counted by the giver
         return Effect.flatMap(take.traced ? this.span(wait) : wait, k)
       }
@@ -489,45 +492,10 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   callback<X, E>(start: Start<A>): Effect.Effect<X, E | PoolError> {
     return Effect.uninterruptibleMask((restore) => {
       const job = new Job(start, this.clock)
-      const waited = Effect.flatMap(this.takeTx, (take): Effect.Effect<Exit.Exit<unknown, unknown>, PoolError> => {
-        if (take instanceof Entry) {
-          const now = this.now()
-          if (this.servable(take, now)) {
-            job.run(this.borrowed(take, now, undefined)) // the hot path
-            return this.awaitJob(restore, job, undefined)
-          }
-          const retry = this.acquire(restore, false, succeedEntry)
-          return Effect.flatMap(this.checkout(restore, take, this.clock.unsafeCurrentTimeNanos(), retry), (entry) => {
-            job.run(entry)
-            return this.awaitJob(restore, job, undefined)
-          })
-        }
-        if (take instanceof Waiter) {
-          take.job = job
-          // a giver that took the waiter before the job was attached (this fiber may yield between the transaction
-          // and this step) completed it as a plain waiter: start the job here, or pass on its failure
-          const early = take.result
-          if (early !== undefined) {
-            if (Exit.isSuccess(early)) job.run(early.value)
-            else job.settle(early as Exit.Exit<never, PoolError>)
-          }
-          const wait = this.waitFor(take, this.awaitJob(restore, job, take))
-          if (!take.traced) return wait
-          return Effect.flatMap(Effect.makeSpan("ConnectionPool.acquire", this.spanOptions), (span) => {
-            job.span = span
-            // handed over, or failed, while the span was being made
-            if (job.entry !== undefined) job.endSpan(Exit.void)
-            else if (job.result !== undefined) job.endSpan(job.result)
-            return wait
-          })
-        }
-        switch (take._tag) {
-          case "Closed":
-            return Effect.fail(new PoolClosed({ pool: this.name }))
-          case "Empty": // only `tryTakeTx` answers Empty
-            return Effect.dieMessage("ConnectionPool: the acquire transaction answered Empty")
-        }
-      })
+      const waited = this.acquire(restore, false, (entry) => {
+        job.run(entry)
+        return this.awaitJob(restore, job, undefined)
+      }, (waiter) => this.waitForJob(restore, job, waiter))
       return Effect.flatMap(Effect.exit(waited), (exit): Effect.Effect<X, E | PoolError> => {
         // the operation's own exit; or a pool failure, or an interruption, before or while it ran
         const result = (Exit.isSuccess(exit) ? exit.value : exit) as Exit.Exit<X, E | PoolError>
@@ -536,6 +504,27 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         if (entry === undefined) return result
         return this.release(entry, Exit.isFailure(result) ? result.cause : undefined, result)
       })
+    })
+  }
+
+  /** A job's caller waits: whoever hands it a connection will start the job. */
+  waitForJob(restore: Restore, job: Job<A>, waiter: Waiter<A>): Effect.Effect<Exit.Exit<unknown, unknown>, PoolError> {
+    waiter.job = job
+    // a giver that took the waiter before the job was attached (this fiber may yield between the transaction and
+    // this step) completed it as a plain waiter: start the job here, or pass on its failure
+    const early = waiter.result
+    if (early !== undefined) {
+      if (Exit.isSuccess(early)) job.run(early.value)
+      else job.settle(early as Exit.Exit<never, PoolError>)
+    }
+    const wait = this.waitFor(waiter, this.awaitJob(restore, job, waiter))
+    if (!waiter.traced) return wait
+    return Effect.flatMap(Effect.makeSpan("ConnectionPool.acquire", this.spanOptions), (span) => {
+      job.span = span
+      // handed over, or failed, while the span was being made
+      if (job.entry !== undefined) job.endSpan(Exit.void)
+      else if (job.result !== undefined) job.endSpan(job.result)
+      return wait
     })
   }
 
