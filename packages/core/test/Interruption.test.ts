@@ -22,6 +22,8 @@ describe("interruption", () => {
           const s = yield* pool.stats
           const held = Option.isSome(yield* Deferred.poll(waiter.got))
           assert.deepStrictEqual([s.inUse, s.waiting, s.pending], [0, 0, 0], `delay ${delay}`)
+          // a connection handed to a waiter interrupted before it could take it is not counted as acquired
+          assert.strictEqual(s.acquired, held ? 2 : 1, `delay ${delay}`)
           if (held) {
             // interrupted while using it: closed, its state is unknown
             assert.deepStrictEqual([s.total, t.opened[0].closes], [0, 1], `delay ${delay}`)

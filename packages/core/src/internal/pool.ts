@@ -593,6 +593,15 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     return entry
   }
 
+  /** Takes back the counts of a borrow whose caller was interrupted as it was handed the connection. */
+  unborrowed(entry: Entry<A>): void {
+    const c = this.counters
+    c.acquired--
+    entry.uses--
+    if (entry.uses === 0) c.misses--
+    else c.hits--
+  }
+
   /**
    * An idle connection goes out unless it expired, the driver knows it is broken, or it sat idle past the bypass
    * window and fails validation; then it is closed and `retry` (a whole new acquire, counted on its own) runs.
@@ -654,7 +663,11 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       (cancelled) =>
         cancelled ? Effect.void : Effect.flatMap(
           Effect.exit(waiter.outcome),
-          (exit) => Exit.isSuccess(exit) ? this.give(exit.value, false, undefined) : Effect.void
+          (exit) => {
+            if (Exit.isFailure(exit)) return Effect.void
+            this.unborrowed(exit.value) // handed over, but its caller was gone: not an acquisition after all
+            return this.give(exit.value, false, undefined)
+          }
         )
     )
   }
