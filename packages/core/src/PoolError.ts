@@ -73,6 +73,11 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<{
   readonly attempts?: number | undefined
   /** The pool that tried, once the error has passed through one. */
   readonly pool?: string | undefined
+  /**
+   * The server refused for want of room (PostgreSQL's 53300 "too many connections"), not because it is down: the
+   * pool holds its size at what is open and lets callers wait for a release instead of failing them.
+   */
+  readonly atCapacity?: boolean | undefined
 }> {
   override get message(): string {
     const prefix = this.pool === undefined ? "" : `pool "${this.pool}": `
