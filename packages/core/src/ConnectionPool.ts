@@ -110,6 +110,23 @@ export interface PoolConfig {
   readonly connectBackoffMax?: Duration.DurationInput | undefined
   /** When the pool's scope closes, how long connections in use have before they are closed. Default 30 seconds. */
   readonly shutdownTimeout?: Duration.DurationInput | undefined
+  /**
+   * Which idle connection is lent first. `"lifo"` (default): the most recently returned, so hot connections stay
+   * warm and surplus ones reach `idleTimeout`. `"fifo"`: the longest idle, so every connection is used and none
+   * goes stale behind a firewall.
+   */
+  readonly reuse?: "lifo" | "fifo" | undefined
+  /**
+   * The circuit breaker: after this many connect failures in a row (not counting a server's "too many
+   * connections"), the pool stops connecting on callers' behalf. Callers that find no idle connection then fail at
+   * once with the last `ConnectionError`, while one probe at a time, off the request path, tries to reconnect;
+   * the first that succeeds closes the breaker. Default 5; 0 turns the breaker off.
+   */
+  readonly breakerThreshold?: number | undefined
+  /** Delay before the breaker's first probe; it doubles, with jitter, up to `breakerBackoffMax`. Default 500 millis. */
+  readonly breakerBackoff?: Duration.DurationInput | undefined
+  /** Longest delay between probes. Default 5 seconds. */
+  readonly breakerBackoffMax?: Duration.DurationInput | undefined
 }
 
 /**

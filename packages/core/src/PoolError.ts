@@ -20,7 +20,9 @@ export class PoolEmpty extends Data.TaggedError("PoolEmpty")<{
   readonly stats: PoolStats
 }> {
   override get message(): string {
-    return `pool "${this.pool}" is exhausted: all ${this.stats.maxSize} connections are in use (${format(this.stats)})`
+    const s = this.stats
+    const opening = s.pending > 0 ? ` and ${s.pending} opening` : ""
+    return `pool "${this.pool}" is exhausted: ${s.inUse} of ${s.maxSize} connections in use${opening} (${format(s)})`
   }
 }
 
@@ -48,6 +50,11 @@ export class PoolClosed extends Data.TaggedError("PoolClosed")<{
 export class PoolTimeout extends Data.TaggedError("PoolTimeout")<{
   readonly pool: string
   readonly phase: "waiting" | "connecting"
+  /**
+   * The limit that ran out: the caller's `acquireTimeout`, or `connectTimeout` for one connect (the caller's own
+   * deadline may be longer).
+   */
+  readonly limit: "acquireTimeout" | "connectTimeout"
   readonly timeout: Duration.Duration
   readonly waited: Duration.Duration
   readonly stats: PoolStats
@@ -55,7 +62,7 @@ export class PoolTimeout extends Data.TaggedError("PoolTimeout")<{
   override get message(): string {
     const what = this.phase === "connecting" ? "a new connection to open" : "a connection to be released"
     return `pool "${this.pool}" timed out after ${Duration.format(this.waited)} waiting for ${what} ` +
-      `(acquireTimeout ${Duration.format(this.timeout)}; ${format(this.stats)})`
+      `(${this.limit} ${Duration.format(this.timeout)}; ${format(this.stats)})`
   }
 }
 
@@ -78,12 +85,32 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<{
    * pool holds its size at what is open and lets callers wait for a release instead of failing them.
    */
   readonly atCapacity?: boolean | undefined
+  /** Set when the pool's circuit breaker is open: the caller was failed at once, with the last connect's error. */
+  readonly breaker?: BreakerOpen | undefined
 }> {
   override get message(): string {
     const prefix = this.pool === undefined ? "" : `pool "${this.pool}": `
     const attempts = this.attempts !== undefined && this.attempts > 1 ? ` (after ${this.attempts} attempts)` : ""
-    return `${prefix}${this.reason}${attempts}`
+    const b = this.breaker
+    const breaker = b === undefined ? "" : `circuit breaker open since ${new Date(b.openedAt).toISOString()} after ` +
+      `${b.failures} connect failures in a row, next probe in ${Duration.format(Duration.millis(b.nextProbeInMs))}; last: `
+    return `${prefix}${breaker}${this.reason}${attempts}`
   }
+}
+
+/**
+ * The state of an open circuit breaker, as a `ConnectionError` reports it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BreakerOpen {
+  /** When it opened, in epoch milliseconds (the pool's `Clock`). */
+  readonly openedAt: number
+  /** Connect failures in a row so far. */
+  readonly failures: number
+  /** How long until the next probe, from when this error was made. */
+  readonly nextProbeInMs: number
 }
 
 /**
@@ -98,9 +125,19 @@ export class InvalidConfig extends Data.TaggedError("InvalidConfig")<{
   readonly reason: string
 }> {
   override get message(): string {
-    return `invalid pool option ${this.option} = ${String(this.value)}: ${this.reason}`
+    return `invalid pool option ${this.option} = ${show(this.value)}: ${this.reason}`
   }
 }
+
+/** A value as the user wrote it: durations formatted, strings quoted, tuples bracketed. */
+const show = (value: unknown): string =>
+  Duration.isDuration(value)
+    ? Duration.format(value)
+    : typeof value === "string"
+    ? JSON.stringify(value)
+    : Array.isArray(value)
+    ? `[${value.map(show).join(", ")}]`
+    : String(value)
 
 /**
  * Every failure an acquisition can end in.

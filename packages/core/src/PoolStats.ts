@@ -40,6 +40,15 @@ export interface PoolStats {
   /** Time from asking to holding a connection, over every successful acquisition, in milliseconds. */
   readonly waitTimeMeanMs: number
   readonly waitTimeMaxMs: number
+  /** The circuit breaker is open: callers that find no idle connection fail at once (see `breakerThreshold`). */
+  readonly breakerOpen: boolean
+  /** Connect failures since the last successful connect. */
+  readonly consecutiveConnectFailures: number
+  /**
+   * How many connections the pool currently lets itself open: `maxSize`, or fewer while the server says it has no
+   * room for more (see `ConnectionError.atCapacity`).
+   */
+  readonly ceiling: number
 }
 
 /**
@@ -50,4 +59,5 @@ export interface PoolStats {
  */
 export const format = (stats: PoolStats): string =>
   `total=${stats.total} inUse=${stats.inUse} idle=${stats.idle} pending=${stats.pending} waiting=${stats.waiting} ` +
-  `max=${stats.maxSize}${stats.closed ? " closed" : ""}`
+  `max=${stats.maxSize}${stats.ceiling < stats.maxSize ? ` ceiling=${stats.ceiling}` : ""}` +
+  `${stats.breakerOpen ? " breaker=open" : ""}${stats.closed ? " closed" : ""}`

@@ -543,7 +543,8 @@ describe("ConnectionPool", () => {
     it.scoped("a waiter gets ConnectionError at once, naming the pool; the pool is left clean", () =>
       Effect.gen(function*() {
         const t = makeDriver({ down: true })
-        const pool = yield* ConnectionPool.make({ driver: t.driver, name: "orders" })
+        // the breaker off: this is about each caller hearing of its own connect's failure
+        const pool = yield* ConnectionPool.make({ driver: t.driver, name: "orders", breakerThreshold: 0 })
         const errors = yield* Effect.all(
           Array.from({ length: 5 }, () => Effect.flip(pool.withConnection(() => Effect.void))),
           { concurrency: 5 }
@@ -605,7 +606,8 @@ describe("ConnectionPool", () => {
           driver: t.driver,
           minSize: 2,
           connectBackoff: "100 millis",
-          connectBackoffMax: "5 seconds"
+          connectBackoffMax: "5 seconds",
+          breakerThreshold: 0 // the warm-up's own backoff; with the breaker on, its probe takes over (Faults.test.ts)
         })
         yield* settle
         assert.strictEqual(t.attempts(), 1) // one try, then a backoff sleep: no hot loop

@@ -50,7 +50,10 @@ interface Actor {
 const scenario = fc.record({
   commands: fc.array(command, { minLength: 1, maxLength: 40 }),
   connectDelay: fc.constantFrom(0, 100),
-  maxSize: fc.integer({ min: 1, max: 4 })
+  maxSize: fc.integer({ min: 1, max: 4 }),
+  reuse: fc.constantFrom("lifo" as const, "fifo" as const),
+  validationBypass: fc.constantFrom("500 millis", 0),
+  breakerThreshold: fc.constantFrom(0, 1, 3)
 })
 
 describe("ConnectionPool properties", () => {
@@ -62,7 +65,11 @@ describe("ConnectionPool properties", () => {
         maxSize: scenario.maxSize,
         acquireTimeout: "2 seconds",
         connectTimeout: "1 second",
-        validationBypass: "500 millis",
+        validationBypass: scenario.validationBypass,
+        reuse: scenario.reuse,
+        breakerThreshold: scenario.breakerThreshold,
+        breakerBackoff: "200 millis",
+        breakerBackoffMax: "1 second",
         idleTimeout: "5 seconds",
         maxLifetime: "20 seconds",
         connectBackoff: "100 millis",

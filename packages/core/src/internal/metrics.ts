@@ -21,6 +21,9 @@ export const keys = {
   }),
   max: MetricKey.gauge("db.client.connection.max", { description: "Maximum open connections allowed" }),
   idleMin: MetricKey.gauge("db.client.connection.idle.min", { description: "Minimum connections kept open" }),
+  breakerOpen: MetricKey.gauge("db.client.connection.breaker.open", {
+    description: "1 while the pool's circuit breaker is open (connects failing), else 0"
+  }),
   timeouts: MetricKey.counter("db.client.connection.timeouts", {
     description: "Acquisitions that timed out",
     incremental: true
@@ -59,6 +62,7 @@ export const forPool = (name: string) => {
     pendingRequests: make(keys.pendingRequests),
     max: make(keys.max),
     idleMin: make(keys.idleMin),
+    breakerOpen: make(keys.breakerOpen),
     timeouts: make(keys.timeouts),
     createTime: make(keys.createTime),
     waitTime: make(keys.waitTime),

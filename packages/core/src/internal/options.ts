@@ -20,9 +20,30 @@ export interface Resolved {
   readonly connectBackoff: number
   readonly connectBackoffMax: number
   readonly shutdownTimeout: number
+  readonly reuse: "lifo" | "fifo"
+  /** Consecutive connect failures that open the circuit breaker; `Infinity` when it is off. */
+  readonly breakerThreshold: number
+  readonly breakerBackoff: number
+  readonly breakerBackoffMax: number
 }
 
 const invalid = (option: string, value: unknown, reason: string) => new InvalidConfig({ option, value, reason })
+
+/**
+ * What `Duration.decode` would silently turn into zero: a negative or NaN number, bigint, tuple or string (effect
+ * clamps them all). Checked on the input as the user wrote it, so the error can show it.
+ */
+const negativeOrNaN = (input: unknown): "negative" | "NaN" | undefined => {
+  const check = (n: number | bigint) =>
+    typeof n === "number" && Number.isNaN(n) ? "NaN" as const : n < 0 ? "negative" as const : undefined
+  if (typeof input === "number" || typeof input === "bigint") return check(input)
+  if (Array.isArray(input)) return input.map((n) => typeof n === "number" ? check(n) : undefined).find(Boolean)
+  if (typeof input === "string") {
+    const trimmed = input.trim()
+    return trimmed.startsWith("-") ? "negative" : /^nan\b/i.test(trimmed) ? "NaN" : undefined
+  }
+  return undefined
+}
 
 const duration = (
   option: string,
@@ -30,6 +51,8 @@ const duration = (
   fallback: Duration.DurationInput,
   allow: { readonly infinite?: boolean; readonly zero?: boolean } = {}
 ): Effect.Effect<number, InvalidConfig> => {
+  const bad = negativeOrNaN(input)
+  if (bad !== undefined) return Effect.fail(invalid(option, input, bad === "NaN" ? "not a number" : "must not be negative"))
   const decoded = Duration.decodeUnknown(input ?? fallback)
   if (decoded._tag === "None") return Effect.fail(invalid(option, input, "not a duration"))
   const millis = Duration.toMillis(decoded.value)
@@ -98,12 +121,35 @@ export const resolve = (options: PoolConfig): Effect.Effect<Resolved, InvalidCon
       connectRetries: yield* integer("connectRetries", options.connectRetries, 0, 0),
       connectBackoff: backoff,
       connectBackoffMax: backoffMax,
-      shutdownTimeout: yield* duration("shutdownTimeout", options.shutdownTimeout, "30 seconds", { zero: true })
+      shutdownTimeout: yield* duration("shutdownTimeout", options.shutdownTimeout, "30 seconds", { zero: true }),
+      reuse: yield* reuse(options.reuse),
+      ...(yield* breaker(options))
     }
+  })
+
+const reuse = (input: PoolConfig["reuse"]): Effect.Effect<"lifo" | "fifo", InvalidConfig> =>
+  input === undefined || input === "lifo" || input === "fifo"
+    ? Effect.succeed(input ?? "lifo")
+    : Effect.fail(invalid("reuse", input, `must be "lifo" or "fifo"`))
+
+const breaker = (options: PoolConfig) =>
+  Effect.gen(function*() {
+    const threshold = yield* integer("breakerThreshold", options.breakerThreshold, 5, 0)
+    const backoff = yield* duration("breakerBackoff", options.breakerBackoff, "500 millis", { infinite: true })
+    const max = yield* duration("breakerBackoffMax", options.breakerBackoffMax, "5 seconds", { infinite: true })
+    if (max < backoff) return yield* invalid("breakerBackoffMax", options.breakerBackoffMax, "must not be below breakerBackoff")
+    const off = threshold === 0 || backoff === Infinity
+    return { breakerThreshold: off ? Infinity : threshold, breakerBackoff: backoff, breakerBackoffMax: max }
   })
 
 /** Full jitter over an exponential step: uniform in [delay / 2, delay]. @internal */
 export const backoffDelay = (options: Resolved, attempt: number, random: number): number => {
   const delay = Math.min(options.connectBackoffMax, options.connectBackoff * 2 ** Math.max(0, attempt - 1))
+  return delay / 2 + (delay / 2) * random
+}
+
+/** The breaker's delay before its `attempt`th probe, jittered like `backoffDelay`. @internal */
+export const probeDelay = (options: Resolved, attempt: number, random: number): number => {
+  const delay = Math.min(options.breakerBackoffMax, options.breakerBackoff * 2 ** Math.max(0, attempt - 1))
   return delay / 2 + (delay / 2) * random
 }

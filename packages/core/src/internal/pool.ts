@@ -30,7 +30,7 @@ import {
 } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
 import * as metrics from "./metrics.js"
-import { backoffDelay, resolve, type Resolved, validateSizes } from "./options.js"
+import { backoffDelay, probeDelay, resolve, type Resolved, validateSizes } from "./options.js"
 import * as Stack from "./stack.js"
 
 /** @internal */
@@ -76,8 +76,10 @@ class Entry<A> {
 class State<A> {
   constructor(
     readonly closed: boolean,
-    /** Idle connections, most recently returned first. */
+    /** Idle connections, next to lend first: pushed here under `reuse: "lifo"`, refilled from `idleBack`. */
     readonly idle: Stack.Stack<Entry<A>>,
+    /** Under `reuse: "fifo"`: returned connections, most recent first, reversed into `idle` when it runs dry. */
+    readonly idleBack: Stack.Stack<Entry<A>>,
     readonly idleCount: number,
     /** Open connections, idle or in use. */
     readonly total: number,
@@ -88,7 +90,24 @@ class State<A> {
     /** Live waiters in the queue. */
     readonly waiting: number,
     readonly minSize: number,
-    readonly maxSize: number
+    readonly maxSize: number,
+    /** At most this many open: below `maxSize` while the server says it has no room (`atCapacity`). */
+    readonly ceiling: number,
+    /** Connect failures since the last success; the breaker opens at `breakerThreshold`. */
+    readonly failures: number,
+    /** The open circuit breaker, or undefined while it is closed. */
+    readonly breaker: Breaker | undefined
+  ) {}
+}
+
+/** An open circuit breaker. Immutable: a transaction that changes it builds a new one. */
+class Breaker {
+  constructor(
+    readonly openedAt: number,
+    /** Probes tried since it opened. */
+    readonly probes: number,
+    readonly nextProbeAt: number,
+    readonly last: ConnectionError
   ) {}
 }
 
@@ -97,13 +116,17 @@ const patched = <A>(s: State<A>, patch: Partial<State<A>>): State<A> =>
   new State(
     patch.closed ?? s.closed,
     patch.idle ?? s.idle,
+    patch.idleBack ?? s.idleBack,
     patch.idleCount ?? s.idleCount,
     patch.total ?? s.total,
     patch.pending ?? s.pending,
     patch.waiters ?? s.waiters,
     patch.waiting ?? s.waiting,
     patch.minSize ?? s.minSize,
-    patch.maxSize ?? s.maxSize
+    patch.maxSize ?? s.maxSize,
+    patch.ceiling ?? s.ceiling,
+    patch.failures ?? s.failures,
+    "breaker" in patch ? patch.breaker : s.breaker
   )
 
 const WAITING = 0
@@ -220,12 +243,33 @@ type Take<A> =
   | Waiter<A>
   | { readonly _tag: "Closed" }
   | { readonly _tag: "Empty" }
+  | { readonly _tag: "Breaker" }
 
 /** A release's outcome: handed to this waiter (returned as is), kept idle, or to be closed. */
 type Give<A> =
   | Waiter<A>
   | { readonly _tag: "Idle" }
-  | { readonly _tag: "Destroy"; readonly spawn: number }
+  | {
+    readonly _tag: "Destroy"
+    readonly spawn: number
+    /** Waiters left with nothing to wait for: the breaker is open and this was the last connection. */
+    readonly stranded: ReadonlyArray<Waiter<A>>
+  }
+
+/** Who opens a connection: a caller's connect, the warm-up and refill, or the breaker's probe. */
+type Kind = "waiter" | "background" | "probe"
+
+/** A failed connect's outcome. */
+interface Failed<A> {
+  readonly recipient: Waiter<A> | undefined
+  /** Failed with the breaker's error: it opened with nothing open to wait for. */
+  readonly failed: ReadonlyArray<Waiter<A>>
+  readonly spawn: number
+  /** The server is at capacity: the ceiling dropped and the grower is to look for room later. */
+  readonly full: boolean
+  /** This failure opened the breaker: the prober is to start. */
+  readonly opened: boolean
+}
 
 /** A persistent FIFO: pushed onto `back`, popped from `front`, amortised O(1). */
 interface Fifo<A> {
@@ -263,17 +307,43 @@ const takeHead = <A>(s: State<A>): readonly [Waiter<A>, State<A>] => {
 
 const allOf = <A>(q: Fifo<A>): Array<A> => [...Stack.toArray(q.front), ...Stack.toArray(q.back).reverse()]
 
+const noWaiters: Array<never> = []
 const closedTake = { _tag: "Closed" } as const
 const emptyTake = { _tag: "Empty" } as const
+const breakerTake = { _tag: "Breaker" } as const
 const idleGive = { _tag: "Idle" } as const
 
-/** How many connects to start so that every waiter has one coming, within `maxSize`. */
-const spawnCount = (closed: boolean, waiting: number, pending: number, total: number, maxSize: number): number =>
-  closed ? 0 : Math.max(0, Math.min(waiting - pending, maxSize - total - pending))
+/** How many connections the pool may have open or opening now. */
+const limitOf = <A>(s: State<A>): number => Math.min(s.maxSize, s.ceiling)
+
+/**
+ * How many connects to start so that every waiter has one coming, within `maxSize` and the server's ceiling.
+ * None while the breaker is open: only its probe connects.
+ */
+const spawnCount = <A>(s: State<A>, waiting: number): number =>
+  s.closed || s.breaker !== undefined ? 0 : Math.max(0, Math.min(waiting - s.pending, limitOf(s) - s.total - s.pending))
 
 const withSpawn = <A>(s: State<A>): readonly [number, State<A>] => {
-  const spawn = spawnCount(s.closed, s.waiting, s.pending, s.total, s.maxSize)
+  const spawn = spawnCount(s, s.waiting)
   return [spawn, spawn === 0 ? s : patched(s, { pending: s.pending + spawn })]
+}
+
+/** The idle connections in the order they would be lent. */
+const idleList = <A>(s: State<A>): Array<Entry<A>> =>
+  s.idleBack === Stack.nil ? Stack.toArray(s.idle) : [...Stack.toArray(s.idle), ...Stack.toArray(s.idleBack).reverse()]
+
+/** A patch that sets the idle connections to `list`, in lending order. */
+const idlePatch = <A>(list: ReadonlyArray<Entry<A>>): Partial<State<A>> => ({
+  idle: Stack.fromArray(list),
+  idleBack: Stack.nil,
+  idleCount: list.length
+})
+
+/** Every live waiter, taken (marked TAKEN) out of the queue, oldest first. */
+const takeAll = <A>(s: State<A>): readonly [Array<Waiter<A>>, State<A>] => {
+  const waiters = allOf(s.waiters).filter((w) => w.status === WAITING)
+  for (const w of waiters) w.status = TAKEN
+  return [waiters, patched(s, { waiters: emptyFifo, waiting: 0 })]
 }
 
 /** Counters that never decide anything: plain numbers, read by `stats`. */
@@ -309,6 +379,8 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
   /** Scratch for the acquire transaction: whether its caller runs under a span. */
   traced = false
+  /** Connects in a row that failed at capacity: the grower's backoff. Plain: it decides nothing in a transaction. */
+  capacityStreak = 0
 
   constructor(
     public options: Resolved,
@@ -318,6 +390,10 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     readonly refill: TQueue.TQueue<true>,
     /** Wakes the sweeper when a waiter joins an empty queue. */
     readonly wake: TQueue.TQueue<true>,
+    /** Wakes the prober when the breaker opens. */
+    readonly probe: TQueue.TQueue<true>,
+    /** Wakes the grower when the server ran out of room. */
+    readonly growth: TQueue.TQueue<true>,
     readonly creators: FiberSet.FiberSet<boolean>,
     readonly clock: Clock.Clock
   ) {
@@ -361,6 +437,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         this.metrics.idle.unsafeUpdate(next.idleCount, noTags)
       }
       if (next.waiting !== s.waiting) this.metrics.pendingRequests.unsafeUpdate(next.waiting, noTags)
+      if (next.breaker !== s.breaker) this.metrics.breakerOpen.unsafeUpdate(next.breaker === undefined ? 0 : 1, noTags)
       return result
     })
   }
@@ -387,7 +464,10 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       connectFailures: c.connectFailures,
       validationFailures: c.validationFailures,
       waitTimeMeanMs: c.acquired === 0 ? 0 : c.waitTotalMs / c.acquired,
-      waitTimeMaxMs: c.waitMaxMs
+      waitTimeMaxMs: c.waitMaxMs,
+      breakerOpen: s.breaker !== undefined,
+      consecutiveConnectFailures: s.failures,
+      ceiling: limitOf(s)
     }
   }
 
@@ -402,9 +482,11 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     const take = this.modify((s): readonly [Take<A>, State<A>] => {
       if (s.closed) return [closedTake, s]
       if (s.idleCount > 0) return takeIdle(s)
+      // breaker open and nothing open to wait for: fail at once rather than queue for a connect that will not come
+      if (s.breaker !== undefined && s.total === 0) return [breakerTake, s]
       const waiter = this.waiter(true, false)
       const waiting = s.waiting + 1
-      const spawn = spawnCount(s.closed, waiting, s.pending, s.total, s.maxSize)
+      const spawn = spawnCount(s, waiting)
       waiter.spawn = spawn
       waiter.spawned = spawn > 0
       waiter.wake = s.waiting === 0
@@ -431,7 +513,8 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     return this.commitTraced(this.modify((s): readonly [Take<A>, State<A>] => {
       if (s.closed) return [closedTake, s]
       if (s.idleCount > 0) return takeIdle(s)
-      if (s.total + s.pending >= s.maxSize) return [emptyTake, s]
+      if (s.breaker !== undefined) return [breakerTake, s]
+      if (s.total + s.pending >= limitOf(s)) return [emptyTake, s]
       const waiter = this.waiter(false, true)
       waiter.spawn = 1
       waiter.traced = this.traced
@@ -463,13 +546,20 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         return Effect.flatMap(this.checkout(restore, take, this.clock.unsafeCurrentTimeNanos(), retry), k)
       }
       if (take instanceof Waiter) {
-        if (onWait !== undefined) return onWait(take)
+        if (onWait !== undefined && !this.validatesHandoffs) return onWait(take)
         const wait = this.waitFor(take, this.await(restore, take)) // borrowed counted by the giver
-        return Effect.flatMap(take.traced ? this.span(wait) : wait, k)
+        const handed = take.traced ? this.span(wait) : wait
+        if (!this.validatesHandoffs) return Effect.flatMap(handed, k)
+        return Effect.flatMap(handed, (entry) =>
+          entry.uses <= 1 // opened for this caller: the connect just proved it
+            ? k(entry)
+            : Effect.flatMap(this.revalidate(restore, entry, this.acquire(restore, exclusive, succeedEntry)), k))
       }
       switch (take._tag) {
         case "Closed":
           return Effect.fail(new PoolClosed({ pool: this.name }))
+        case "Breaker":
+          return Effect.flatMap(STM.commit(TRef.get(this.state)), (s) => Effect.fail(this.breakerError(s)))
         case "Empty":
           this.counters.emptyFailures++
           return Effect.flatMap(this.stats, (stats) => Effect.fail(new PoolEmpty({ pool: this.name, stats })))
@@ -574,7 +664,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   /** An idle connection can go out as is: not expired, checked recently enough, and not vetoed by the driver. */
   servable(entry: Entry<A>, now: number): boolean {
     return now < entry.expiresAt &&
-      (this.driver.validate === undefined || now - entry.checkedAt <= this.options.validationBypass) &&
+      (this.driver.validate === undefined || now - entry.checkedAt < this.options.validationBypass) &&
       (this.driver.reusable === undefined || this.driver.reusable(entry.conn))
   }
 
@@ -621,6 +711,33 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       if (!exit.value) return Effect.zipRight(this.retire(entry), retry)
       entry.checkedAt = this.now()
       return Effect.succeed(this.borrowed(entry, entry.checkedAt, start))
+    })
+  }
+
+  /**
+   * `validationBypass: 0` means every borrow is validated, a connection handed straight to a waiter included (it
+   * was checked when released, zero time ago, which no bypass window of zero covers).
+   */
+  get validatesHandoffs(): boolean {
+    return this.options.validationBypass === 0 && this.driver.validate !== undefined
+  }
+
+  /**
+   * Validates a connection a giver handed this caller (and already counted as its borrow). A broken one is closed
+   * and `retry` runs; either way the giver's count is taken back.
+   */
+  revalidate(
+    restore: Restore,
+    entry: Entry<A>,
+    retry: Effect.Effect<Entry<A>, PoolError>
+  ): Effect.Effect<Entry<A>, PoolError> {
+    return Effect.flatMap(Effect.exit(restore(this.validate(entry))), (exit) => {
+      if (Exit.isSuccess(exit) && exit.value) {
+        entry.checkedAt = this.now()
+        return Effect.succeed(entry)
+      }
+      this.unborrowed(entry)
+      return Effect.zipRight(this.retire(entry), Exit.isFailure(exit) ? Effect.failCause(exit.cause) : retry)
     })
   }
 
@@ -697,7 +814,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     return Effect.uninterruptibleMask((restore) =>
       this.acquire(restore, exclusive, (entry) =>
         Effect.flatMap(
-          Effect.exit(restore(f(entry.conn))),
+          Effect.exit(restore(applied(f, entry.conn))),
           (exit) => this.release(entry, exit._tag === "Failure" ? exit.cause : undefined, exit)
         ))
     )
@@ -766,17 +883,28 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   ): Effect.Effect<X, E> {
     const expired = now >= entry.expiresAt
     const tx = this.modify((s0): readonly [Give<A>, State<A>] => {
-      const s = fresh ? patched(s0, { total: s0.total + 1, pending: s0.pending - 1 }) : s0
+      // a connect that succeeded clears the failure streak and closes the breaker
+      const s = fresh
+        ? patched(s0, { total: s0.total + 1, pending: s0.pending - 1, failures: 0, breaker: undefined })
+        : s0
       if (s.closed || entry.invalid || expired || s.total > s.maxSize) {
-        const [spawn, next] = withSpawn(patched(s, { total: s.total - 1 }))
-        return [{ _tag: "Destroy", spawn }, next]
+        let rest = patched(s, { total: s.total - 1 })
+        let stranded: Array<Waiter<A>> = noWaiters
+        if (rest.breaker !== undefined && rest.total === 0 && rest.waiting > 0) [stranded, rest] = takeAll(rest)
+        const [spawn, next] = withSpawn(rest)
+        return [{ _tag: "Destroy", spawn, stranded }, next]
       }
       if (target !== undefined && target.status === WAITING) {
         target.status = TAKEN
         return [target, s]
       }
       if (s.waiting > 0) return takeHead(s)
-      return [idleGive, patched(s, { idle: Stack.push(s.idle, entry), idleCount: s.idleCount + 1 })]
+      return [
+        idleGive,
+        this.options.reuse === "lifo"
+          ? patched(s, { idle: Stack.push(s.idle, entry), idleCount: s.idleCount + 1 })
+          : patched(s, { idleBack: Stack.push(s.idleBack, entry), idleCount: s.idleCount + 1 })
+      ]
     })
     return Effect.flatMap(STM.commit(tx), (give): Effect.Effect<X, E> => {
       if (give instanceof Waiter) { // a handoff
@@ -791,7 +919,18 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
         return then
       }
       if (give._tag === "Idle") return then
-      return Effect.zipRight(Effect.zipRight(this.spawn(give.spawn, undefined), this.destroyed(entry)), then)
+      const destroy = Effect.zipRight(this.spawn(give.spawn, undefined), this.destroyed(entry))
+      if (give.stranded.length === 0) return Effect.zipRight(destroy, then)
+      return Effect.zipRight(this.failStranded(give.stranded), Effect.zipRight(destroy, then))
+    })
+  }
+
+  /** Fails waiters that the open breaker leaves with nothing to wait for. */
+  failStranded(waiters: ReadonlyArray<Waiter<A>>): Effect.Effect<void> {
+    if (waiters.length === 0) return Effect.void
+    return Effect.map(STM.commit(TRef.get(this.state)), (s) => {
+      const error = this.breakerError(s)
+      for (const waiter of waiters) waiter.complete(Exit.fail(error))
     })
   }
 
@@ -833,7 +972,8 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       Effect.catchTag("TimeoutException", () =>
         Effect.flatMap(
           this.stats,
-          (stats) => Effect.fail(this.timeoutError("connecting", this.options.connectTimeout, stats))
+          (stats) =>
+            Effect.fail(this.timeoutError("connecting", "connectTimeout", this.options.connectTimeout, stats))
         ))
     )
   }
@@ -867,14 +1007,15 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
    * to `target` (tryGet) or the oldest waiter; a background connect (warm-up, refill) fails alone. Interruption
    * (shutdown) still gives the slot back.
    */
-  create(target: Waiter<A> | undefined, kind: "waiter" | "background"): Effect.Effect<boolean> {
+  create(target: Waiter<A> | undefined, kind: Kind): Effect.Effect<boolean> {
     return Effect.uninterruptibleMask((restore) => {
       const start = this.clock.unsafeCurrentTimeNanos()
       const retries = kind === "waiter" ? this.options.connectRetries : 0
       return Effect.flatMap(
         Effect.zip(Effect.exit(restore(this.connect(retries))), Random.next),
         ([exit, random]) => {
-          if (Exit.isFailure(exit)) return Effect.as(this.connectFailed(exit.cause, target, kind), false)
+          if (Exit.isFailure(exit)) return Effect.as(this.connectFailed(exit.cause, target, kind, random), false)
+          this.capacityStreak = 0
           const now = this.now()
           const lifetime = this.options.maxLifetime * (1 - this.options.maxLifetimeJitter * random)
           const entry = new Entry(exit.value, now, now + lifetime)
@@ -887,10 +1028,18 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     }).pipe(Effect.annotateLogs("pool", this.name))
   }
 
+  /**
+   * A connect failed. Its slot is given back and the error goes to `target` (tryGet) or the oldest waiter, except:
+   * - a server at capacity (`atCapacity`) while connections of ours are open: the pool's ceiling drops to what is
+   *   open and the waiter stays queued for a release; the grower probes for room later;
+   * - the failure that opens the breaker fails, besides its own recipient, every waiter when nothing is open to
+   *   wait for (the breaker's error says so); a probe's failure only reschedules the next probe.
+   */
   connectFailed(
     cause: Cause.Cause<ConnectionError | PoolTimeout>,
     target: Waiter<A> | undefined,
-    kind: "waiter" | "background"
+    kind: Kind,
+    random: number
   ): Effect.Effect<void> {
     const interrupted = Cause.isInterruptedOnly(cause)
     if (!interrupted) this.counters.connectFailures++
@@ -900,22 +1049,67 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       : failure._tag === "Some"
       ? failure.value
       : new ConnectionError({ reason: "the driver's connect died", cause: Cause.squash(cause), pool: this.name })
-    const tx = this.modify((s0): readonly [readonly [Waiter<A> | undefined, number], State<A>] => {
+    const now = this.now()
+    const tx = this.modify((s0): readonly [Failed<A>, State<A>] => {
       let s: State<A> = patched(s0, { pending: s0.pending - 1 })
+      const full = error._tag === "ConnectionError" && error.atCapacity === true && s.total > 0
+      if (full) s = patched(s, { ceiling: Math.max(1, s.total + s.pending) })
+      else if (!interrupted) s = this.failedOnce(s, error, now, random, kind)
       let recipient: Waiter<A> | undefined = undefined
       if (target !== undefined && target.status === WAITING) {
         target.status = TAKEN
         recipient = target
-      } else if (target === undefined && kind === "waiter" && s.waiting > 0) {
+      } else if (target === undefined && kind === "waiter" && s.waiting > 0 && !full) {
         ;[recipient, s] = takeHead(s)
       }
+      const opened = s.breaker !== undefined && s0.breaker === undefined
+      let failed: Array<Waiter<A>> = noWaiters
+      if (opened && s.total === 0) [failed, s] = takeAll(s)
       const [spawn, next] = withSpawn(s)
-      return [[recipient, spawn], next]
+      return [{ recipient, failed, spawn, full, opened }, next]
     })
-    return Effect.flatMap(STM.commit(tx), ([recipient, spawn]) => {
+    return Effect.flatMap(STM.commit(tx), ({ failed, full, opened, recipient, spawn }) => {
       const log = interrupted ? Effect.void : Effect.logDebug("connect failed", error)
       recipient?.complete(Exit.fail(error))
-      return Effect.zipRight(log, this.spawn(spawn, undefined))
+      return Effect.zipRight(log, Effect.suspend(() => {
+        if (full) {
+          this.capacityStreak++
+          return Effect.zipRight(STM.commit(TQueue.offer(this.growth, true)), this.spawn(spawn, undefined))
+        }
+        if (!opened) return this.spawn(spawn, undefined)
+        return Effect.all([
+          Effect.logDebug("circuit breaker opened: connects keep failing", error),
+          this.failStranded(failed),
+          STM.commit(TQueue.offer(this.probe, true)),
+          this.spawn(spawn, undefined)
+        ], { discard: true })
+      }))
+    })
+  }
+
+  /** Counts one connect failure: the streak grows, and the breaker opens at the threshold or reschedules a probe. */
+  failedOnce(s: State<A>, error: PoolError, now: number, random: number, kind: Kind): State<A> {
+    const failures = s.failures + 1
+    const last = error._tag === "ConnectionError" ? error : s.breaker?.last ??
+      new ConnectionError({ reason: error.message, cause: error, pool: this.name })
+    if (s.breaker !== undefined) {
+      if (kind !== "probe") return patched(s, { failures })
+      const probes = s.breaker.probes + 1
+      const next = now + probeDelay(this.options, probes + 1, random)
+      return patched(s, { failures, breaker: new Breaker(s.breaker.openedAt, probes, next, last) })
+    }
+    if (failures < this.options.breakerThreshold) return patched(s, { failures })
+    return patched(s, { failures, breaker: new Breaker(now, 0, now + probeDelay(this.options, 1, random), last) })
+  }
+
+  /** What a caller that the open breaker turns away gets: the last connect's error, saying so. */
+  breakerError(s: State<A>): ConnectionError {
+    const b = s.breaker
+    if (b === undefined) return new ConnectionError({ reason: "the circuit breaker closed meanwhile", pool: this.name })
+    return new ConnectionError({
+      ...b.last,
+      pool: this.name,
+      breaker: { openedAt: b.openedAt, failures: s.failures, nextProbeInMs: Math.max(0, Math.ceil(b.nextProbeAt - this.now())) }
     })
   }
 
@@ -937,7 +1131,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
             this.counters.timeouts++
             this.metrics.timeouts.unsafeUpdate(1, noTags)
             const phase = waiter.spawned && stats.pending > 0 ? "connecting" : "waiting"
-            waiter.complete(Exit.fail(this.timeoutError(phase, now - waiter.since, stats)))
+            waiter.complete(Exit.fail(this.timeoutError(phase, "acquireTimeout", now - waiter.since, stats)))
           }
         })))
     })
@@ -972,21 +1166,19 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       const o = this.options
       const tx = this.modify((s): readonly [readonly [Array<Entry<A>>, Array<Entry<A>>], State<A>] => {
         if (s.closed || s.idleCount === 0) return [[[], []], s]
-        const idle = Stack.toArray(s.idle)
-        const keep: Array<Entry<A>> = []
+        const idle = idleList(s)
         const close: Array<Entry<A>> = []
         const probe: Array<Entry<A>> = []
         let total = s.total
-        for (let i = idle.length - 1; i >= 0; i--) { // oldest first
-          const e = idle[i]
+        for (const e of longestIdleFirst(idle)) {
           if (now >= e.expiresAt || (now - e.idleSince >= o.idleTimeout && total > s.minSize)) {
             close.push(e)
             total--
           } else if (now - e.checkedAt >= o.keepaliveInterval) probe.push(e)
-          else keep.push(e)
         }
         if (close.length === 0 && probe.length === 0) return [[close, probe], s]
-        return [[close, probe], patched(s, { idle: Stack.fromArray(keep.reverse()), idleCount: keep.length, total })]
+        const keep = idle.filter((e) => !close.includes(e) && !probe.includes(e))
+        return [[close, probe], patched(s, { ...idlePatch(keep), total })]
       })
       return Effect.flatMap(STM.commit(tx), ([close, probe]) =>
         Effect.zipRight(
@@ -1005,7 +1197,10 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   /** Keeps `minSize` connections open, one connect at a time, backing off while connects fail. */
   get maintainer(): Effect.Effect<never> {
     const reserve = this.modify((s): readonly [boolean, State<A>] =>
-      !s.closed && s.total + s.pending < s.minSize ? [true, patched(s, { pending: s.pending + 1 })] : [false, s]
+      // while the breaker is open its probe connects, and refills when one gets through
+      !s.closed && s.breaker === undefined && s.total + s.pending < s.minSize
+        ? [true, patched(s, { pending: s.pending + 1 })]
+        : [false, s]
     )
     const fill = (failures: number): Effect.Effect<void> =>
       Effect.flatMap(STM.commit(reserve), (reserved) => {
@@ -1019,6 +1214,52 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     return Effect.forever(Effect.zipRight(STM.commit(TQueue.take(this.refill)), fill(0)))
   }
 
+  /**
+   * While the breaker is open: one probe connect at a time, off the request path, each at its scheduled time. The
+   * first that succeeds closes the breaker (in `give`) and its connection serves the next caller.
+   */
+  get prober(): Effect.Effect<never> {
+    const reserve = this.modify((s): readonly [number | undefined, State<A>] => {
+      if (s.closed || s.breaker === undefined) return [undefined, s]
+      const wait = Math.ceil(s.breaker.nextProbeAt - this.now()) // whole millis: the clock may round a sleep down
+      if (wait > 0) return [wait, s]
+      if (s.total + s.pending >= s.maxSize) return [this.options.breakerBackoff, s] // full: nothing to probe with
+      return [0, patched(s, { pending: s.pending + 1 })]
+    })
+    const loop: Effect.Effect<void> = Effect.flatMap(STM.commit(reserve), (wait) => {
+      if (wait === undefined) return Effect.void
+      if (wait > 0) return Effect.zipRight(Effect.sleep(wait), loop)
+      const probe = Effect.flatMap(this.create(undefined, "probe"), (ok) =>
+        ok ? Effect.zipRight(Effect.logDebug("circuit breaker closed: a probe connected"), this.signalRefill) : Effect.void)
+      return Effect.zipRight(probe, loop)
+    })
+    return Effect.forever(Effect.zipRight(STM.commit(TQueue.take(this.probe)), loop))
+  }
+
+  /**
+   * While the server has no room for more of our connections (`ceiling` below `maxSize`): after a jittered
+   * backoff, and only if callers are waiting for a connection, lets one more connect try. It raises the ceiling by
+   * one; a connect that fails at capacity again lowers it and lengthens the backoff.
+   */
+  get grower(): Effect.Effect<never> {
+    const raise = this.modify((s): readonly [readonly [boolean, number], State<A>] => {
+      if (s.closed || s.ceiling >= s.maxSize) return [[false, 0], patched(s, { ceiling: Infinity })]
+      if (s.waiting <= s.pending) return [[true, 0], s] // nobody would use the room: look again later
+      const [spawn, next] = withSpawn(patched(s, { ceiling: s.ceiling + 1 }))
+      return [[true, spawn], next]
+    })
+    const loop: Effect.Effect<void> = Effect.flatMap(
+      Random.next,
+      (r) =>
+        Effect.zipRight(
+          Effect.sleep(backoffDelay(this.options, Math.max(1, this.capacityStreak), r)),
+          Effect.flatMap(STM.commit(raise), ([again, spawn]) =>
+            again ? Effect.zipRight(this.spawn(spawn, undefined), loop) : Effect.void)
+        )
+    )
+    return Effect.forever(Effect.zipRight(STM.commit(TQueue.take(this.growth)), loop))
+  }
+
   // --------------------------------------------------------------------------------------------------- admin
 
   invalidate(conn: A): Effect.Effect<void> {
@@ -1027,9 +1268,9 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       if (entry === undefined) return Effect.void
       entry.invalid = true
       const tx = this.modify((s): readonly [boolean, State<A>] => {
-        const idle = Stack.toArray(s.idle).filter((e) => e !== entry)
+        const idle = idleList(s).filter((e) => e !== entry)
         if (idle.length === s.idleCount) return [false, s] // in use: closed when released
-        return [true, patched(s, { idle: Stack.fromArray(idle), idleCount: s.idleCount - 1, total: s.total - 1 })]
+        return [true, patched(s, { ...idlePatch(idle), total: s.total - 1 })]
       })
       return Effect.flatMap(STM.commit(tx), (wasIdle) => wasIdle ? this.destroyed(entry) : Effect.void)
     })
@@ -1037,11 +1278,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 
   get drain(): Effect.Effect<void> {
     const tx = this.modify((s): readonly [Array<Entry<A>>, State<A>] =>
-      s.idleCount === 0 ? [[], s] : [Stack.toArray(s.idle), patched(s, {
-        idle: Stack.nil,
-        idleCount: 0,
-        total: s.total - s.idleCount
-      })]
+      s.idleCount === 0 ? [[], s] : [idleList(s), patched(s, { ...idlePatch([]), total: s.total - s.idleCount })]
     )
     return Effect.flatMap(STM.commit(tx), (idle) => Effect.forEach(idle, (e) => this.destroyed(e), { discard: true }))
   }
@@ -1049,14 +1286,13 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   resize(sizes: ConnectionPool.Sizes): Effect.Effect<void, InvalidConfig> {
     return Effect.flatMap(validateSizes(sizes.minSize, sizes.maxSize, this.options), ({ maxSize, minSize }) => {
       const tx = this.modify((s): readonly [readonly [Array<Entry<A>>, number], State<A>] => {
-        const idle = Stack.toArray(s.idle)
+        const idle = idleList(s)
         const excess = Math.max(0, Math.min(idle.length, s.total - maxSize))
-        const close = idle.splice(idle.length - excess, excess) // the longest idle go first
+        const close = longestIdleFirst(idle).slice(0, excess)
         const [spawn, next] = withSpawn(patched(s, {
           minSize,
           maxSize,
-          idle: excess === 0 ? s.idle : Stack.fromArray(idle),
-          idleCount: s.idleCount - excess,
+          ...(excess === 0 ? {} : idlePatch(idle.filter((e) => !close.includes(e)))),
           total: s.total - excess
         }))
         return [[close, spawn], next]
@@ -1076,16 +1312,8 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   shutdown(timeout?: Duration.DurationInput): Effect.Effect<void> {
     const tx = this.modify((s): readonly [readonly [Array<Entry<A>>, Array<Waiter<A>>] | undefined, State<A>] => {
       if (s.closed) return [undefined, s]
-      const waiters = allOf(s.waiters).filter((w) => w.status === WAITING)
-      for (const w of waiters) w.status = TAKEN
-      return [[Stack.toArray(s.idle), waiters], patched(s, {
-        closed: true,
-        idle: Stack.nil,
-        idleCount: 0,
-        total: s.total - s.idleCount,
-        waiters: emptyFifo,
-        waiting: 0
-      })]
+      const [waiters, rest] = takeAll(s)
+      return [[idleList(s), waiters], patched(rest, { closed: true, ...idlePatch([]), total: s.total - s.idleCount })]
     })
     const settled = STM.commit(
       STM.flatMap(TRef.get(this.state), (s) => STM.check(() => s.total === 0 && s.pending === 0))
@@ -1121,23 +1349,44 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     })
   }
 
-  timeoutError(phase: "waiting" | "connecting", waitedMs: number, stats: PoolStats) {
+  timeoutError(
+    phase: "waiting" | "connecting",
+    limit: "acquireTimeout" | "connectTimeout",
+    waitedMs: number,
+    stats: PoolStats
+  ) {
     return new PoolTimeout({
       pool: this.name,
       phase,
-      timeout: Duration.millis(phase === "waiting" ? this.options.acquireTimeout : this.options.connectTimeout),
+      limit,
+      timeout: Duration.millis(this.options[limit]),
       waited: Duration.millis(waitedMs),
       stats
     })
   }
 }
 
+/** Idle connections, the one idle longest first. */
+const longestIdleFirst = <A>(idle: ReadonlyArray<Entry<A>>): Array<Entry<A>> =>
+  idle.slice().sort((a, b) => a.idleSince - b.idleSince)
+
+/** Takes the next idle connection. Only called when `idleCount > 0`. */
 const takeIdle = <A>(s: State<A>): readonly [Take<A>, State<A>] => {
-  const idle = s.idle as Stack.Cell<Entry<A>>
-  return [idle.head, patched(s, { idle: idle.tail, idleCount: s.idleCount - 1 })]
+  if (s.idle instanceof Stack.Cell) return [s.idle.head, patched(s, { idle: s.idle.tail, idleCount: s.idleCount - 1 })]
+  const idle = Stack.reverse(s.idleBack) as Stack.Cell<Entry<A>>
+  return [idle.head, patched(s, { idle: idle.tail, idleBack: Stack.nil, idleCount: s.idleCount - 1 })]
 }
 
 const succeedEntry = <A>(entry: Entry<A>): Effect.Effect<Entry<A>> => Effect.succeed(entry)
+
+/** `f(conn)`, with a callback that throws instead of returning an Effect turned into that Effect's defect. */
+const applied = <A, X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>, conn: A): Effect.Effect<X, E, R> => {
+  try {
+    return f(conn)
+  } catch (defect) {
+    return Effect.die(defect)
+  }
+}
 
 // -----------------------------------------------------------------------------------------------------------------
 // Constructors
@@ -1157,18 +1406,36 @@ export const make = <A, R>(
       reusable: options.driver.reusable
     }
     const state = yield* TRef.make(
-      new State<A>(false, Stack.nil, 0, 0, 0, emptyFifo, 0, resolved.minSize, resolved.maxSize)
+      new State<A>(
+        false,
+        Stack.nil,
+        Stack.nil,
+        0,
+        0,
+        0,
+        emptyFifo,
+        0,
+        resolved.minSize,
+        resolved.maxSize,
+        Infinity,
+        0,
+        undefined
+      )
     )
     const refill = yield* TQueue.sliding<true>(1)
     const wake = yield* TQueue.sliding<true>(1)
+    const probe = yield* TQueue.sliding<true>(1)
+    const growth = yield* TQueue.sliding<true>(1)
     const creators = yield* FiberSet.make<boolean>()
     const clock = yield* Effect.clock
-    const pool = new PoolImpl(resolved, driver, state, refill, wake, creators, clock)
+    const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock)
     // finalizers run last-in first-out: the background fibers stop, then the pool shuts down, then the fiber set
     yield* Effect.addFinalizer(() => pool.shutdown())
     yield* Effect.forkScoped(Effect.interruptible(pool.sweeper))
     yield* Effect.forkScoped(Effect.interruptible(pool.housekeeper))
     yield* Effect.forkScoped(Effect.interruptible(pool.maintainer))
+    yield* Effect.forkScoped(Effect.interruptible(pool.prober))
+    yield* Effect.forkScoped(Effect.interruptible(pool.grower))
     yield* pool.signalRefill
     yield* Effect.logDebug("pool created")
     return pool
