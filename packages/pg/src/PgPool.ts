@@ -160,7 +160,7 @@ export const withConnection = <X, E, R>(
   PgPool.withConnection((client) =>
     Effect.tapErrorCause(f(client), (cause) =>
       Effect.sync(() => {
-        for (const error of [...causeErrors(cause)]) if (driver.isConnectionFailure(error)) driver.markBroken(client)
+        for (const error of [...causeErrors(cause)]) if (driver.isConnectionFailure(error)) driver.markBroken(client, error)
       }))
   )
 
