@@ -23,7 +23,7 @@
  * @since 0.1.0
  */
 import * as ConnectionPool from "@connection-pool/core/ConnectionPool"
-import type { ConnectionError, InvalidConfig, PoolError } from "@connection-pool/core/PoolError"
+import { type ConnectionError, InvalidConfig, type PoolError } from "@connection-pool/core/PoolError"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -85,6 +85,10 @@ export const make = (
   Scope.Scope | Reactivity.Reactivity
 > =>
   Effect.gen(function*() {
+    const badUrl = driver.urlProblem(options)
+    if (badUrl !== undefined) {
+      return yield* new InvalidConfig({ option: "url", value: "<redacted>", reason: badUrl })
+    }
     // pg times the connect out itself, so the failure is a ConnectionError that names the server; the pool's own
     // connect timeout, a second later, only catches a driver that hangs regardless
     // (an invalid value goes to the pool untouched, which rejects it with InvalidConfig)

@@ -11,6 +11,10 @@ import * as url from "./url.js"
 
 /** Where and how to connect; the password stays `Redacted` until the driver's call to `pg`. @internal */
 export interface ConnectOptions {
+  /**
+   * A `postgres://` or `postgresql://` URL (user name and password percent-encoded). Anything else is an
+   * `InvalidConfig` when the pool is built, which says what is wrong and quotes none of the URL.
+   */
   readonly url?: Redacted.Redacted | undefined
   readonly host?: string | undefined
   readonly port?: number | undefined
@@ -34,7 +38,7 @@ export interface Target {
 
 /** @internal */
 export const target = (options: ConnectOptions): Target => {
-  const parsed = options.url ? url.parts(Redacted.value(options.url)) : {}
+  const parsed = options.url && urlProblem(options) === undefined ? url.parts(Redacted.value(options.url)) : {}
   const host = options.host ?? parsed.host ?? "localhost"
   const user = options.username ?? parsed.user ?? process.env["PGUSER"] ?? "postgres"
   return {
@@ -135,9 +139,18 @@ export const make = (options: ConnectOptions): ConnectionPool.Driver<pg.Client> 
     ...(options.password ? [Redacted.value(options.password)] : []),
     ...(options.url ? [url.password(Redacted.value(options.url))] : [])
   ]
-  const config = clientConfig(options)
+  const invalid = urlProblem(options)
+  const config = invalid === undefined ? clientConfig(options) : undefined
   const connect = Effect.async<pg.Client, ConnectionError>((resume) => {
-    const client = new session.PoolClient(config)
+    if (config === undefined) {
+      return resume(Effect.fail(new ConnectionError({ reason: `invalid connection URL: ${invalid}` })))
+    }
+    let client: session.PoolClient
+    try {
+      client = new session.PoolClient(config)
+    } catch (error) {
+      return resume(Effect.fail(new ConnectionError({ reason: describe(error, t, secrets) })))
+    }
     client.connect((error: Error | undefined) => {
       if (error) {
         client.end().catch(() => {})
@@ -168,4 +181,11 @@ export const make = (options: ConnectOptions): ConnectionPool.Driver<pg.Client> 
         : Effect.succeed(false),
     reusable
   }
+}
+
+/** What is wrong with `options.url`, if anything (never quoting it). @internal */
+export const urlProblem = (options: ConnectOptions): string | undefined => {
+  if (options.url === undefined) return undefined
+  if (!Redacted.isRedacted(options.url)) return "pass it as a Redacted (Redacted.make, or Config.redacted)"
+  return url.problem(Redacted.value(options.url), options.host !== undefined)
 }
