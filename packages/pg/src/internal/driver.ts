@@ -66,6 +66,16 @@ export const clientConfig = (options: ConnectOptions): pg.ClientConfig => ({
 /** Connection-class SQLSTATEs and socket failures: the session is gone or going. @internal */
 export const isConnectionFailure = session.isConnectionFailure
 
+/**
+ * The server refused a new session for want of room (53300: max_connections reached, or the slots left are
+ * reserved), not because it is down. @internal
+ */
+export const isAtCapacity = (error: unknown): boolean => {
+  const e = (typeof error === "object" && error !== null ? error : {}) as { code?: unknown; message?: unknown }
+  return e.code === "53300" ||
+    (typeof e.message === "string" && /too many clients already|remaining connection slots are reserved/i.test(e.message))
+}
+
 /** Why a connect failed, in words that name the server and never a secret. @internal */
 export const describe = (error: unknown, t: Target, secrets: ReadonlyArray<string>): string => {
   const e = (typeof error === "object" && error !== null ? error : {}) as { code?: string; message?: string }
@@ -97,15 +107,14 @@ export const describe = (error: unknown, t: Target, secrets: ReadonlyArray<strin
     case "3D000":
       why = `database "${t.database}" does not exist`
       break
-    case "53300":
-      why = "too many connections: the server's max_connections is reached"
-      break
     case "57P03":
       why = "the server is starting up or shutting down"
       break
     default: {
       const message = e.message ?? String(error)
-      if (/timeout expired|connection timeout/i.test(message)) {
+      if (isAtCapacity(error)) {
+        why = "too many connections: the server's max_connections is reached"
+      } else if (/timeout expired|connection timeout/i.test(message)) {
         why = "no answer within the connect timeout (host unreachable, firewalled, or the server is not responding)"
       } else if (
         /ssl|tls|certificate|self[- ]signed/i.test(message) || e.code?.startsWith("ERR_TLS") || e.code?.includes("CERT")
@@ -155,7 +164,7 @@ export const make = (options: ConnectOptions): ConnectionPool.Driver<pg.Client> 
       if (error) {
         client.end().catch(() => {})
         resume(Effect.fail(
-          new ConnectionError({ reason: describe(error, t, secrets), cause: error })
+          new ConnectionError({ reason: describe(error, t, secrets), cause: error, atCapacity: isAtCapacity(error) })
         ))
       } else {
         resume(Effect.succeed(client))
