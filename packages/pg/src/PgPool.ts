@@ -62,8 +62,10 @@ export class PgPool extends ConnectionPool.Tag("@connection-pool/pg/PgPool")<PgP
 
 /**
  * The driver alone, for a `ConnectionPool` of your own: connects with readable errors that name host, port,
- * database and user and never a password; validates with `SELECT 1`; never reuses a client that emitted `error`
- * or `end`, or still has a query in flight (it is cancelled on the server, then closed).
+ * database and user and never a password (`atCapacity` when the server is full); validates with `SELECT 1`; never
+ * reuses a client whose session is lost (it emitted `error` or `end`, or a query on it failed with a
+ * connection-class error) or that still has a query in flight (it is cancelled on the server, then closed). A
+ * malformed `url` fails every connect with a `ConnectionError` that quotes none of it.
  *
  * @since 0.1.0
  * @category constructors
