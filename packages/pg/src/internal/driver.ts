@@ -176,7 +176,7 @@ export const make = (options: ConnectOptions): ConnectionPool.Driver<pg.Client> 
     connect,
     close: (client) =>
       Effect.zipRight(
-        session.busy(client) && session.lostError(client) === undefined ? cancel(client) : Effect.void,
+        session.cancelBeforeClose(client),
         Effect.promise(() => client.end().catch(() => {})).pipe(
           Effect.timeoutOption(Duration.seconds(2)),
           Effect.tap((ended) => ended._tag === "None" ? Effect.sync(() => socketOf(client).destroy()) : Effect.void)

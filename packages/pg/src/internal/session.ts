@@ -39,6 +39,9 @@ type Callback = (error: Error | null, result: unknown) => void
 export class PoolClient extends pg.Client {
   /** Queries given to pg and not completed yet (running or queued in pg). */
   inFlight = 0
+  /** Queries given to pg so far, and how many had been when a CancelRequest was last sent. */
+  submitted = 0
+  cancelledAt = -1
   /** Why the session is gone (the first connection-class failure, `error` or `end`); undefined while healthy. */
   lost: unknown = undefined
   /** `end` was called. */
@@ -65,6 +68,7 @@ export class PoolClient extends pg.Client {
       if (error && isConnectionFailure(error)) this.markLost(error)
     }
     this.inFlight++
+    this.submitted++
     try {
       if (typeof config.submit === "function") {
         // pg calls one of these when the query leaves its hands: ReadyForQuery, or the error that ends it
@@ -116,8 +120,6 @@ export const lostError = (client: pg.Client): unknown => asPool(client)?.lost
 export const markBroken = (client: pg.Client, error: unknown = new Error("connection marked broken")): void =>
   asPool(client)?.markLost(error)
 
-/** A query was given to pg and has not completed. @internal */
-export const busy = (client: pg.Client): boolean => (asPool(client)?.inFlight ?? 0) > 0
 
 /** A client that can serve the next borrower: healthy, not ending, and with nothing in flight. @internal */
 export const reusable = (client: pg.Client): boolean => {
@@ -125,10 +127,22 @@ export const reusable = (client: pg.Client): boolean => {
   return c !== undefined && c.lost === undefined && !c.ending && c.inFlight === 0
 }
 
+/**
+ * Before closing a client that still has a query in flight: cancels it on the server, unless a CancelRequest went
+ * out since the last query was given to pg (an interrupted statement's own). @internal
+ */
+export const cancelBeforeClose = (client: pg.Client): Effect.Effect<void> => {
+  const c = asPool(client)
+  if (c === undefined || c.lost !== undefined || c.inFlight === 0 || c.cancelledAt === c.submitted) return Effect.void
+  return cancel(client)
+}
+
 /** Sends PostgreSQL's CancelRequest on a fresh socket: cancelling never needs a pooled connection. @internal */
 export const cancel = (client: pg.Client): Effect.Effect<void> => {
   const { processID, secretKey } = client as unknown as { processID: number | null; secretKey: number | null }
   if (processID === null || secretKey === null) return Effect.void
+  const c = asPool(client)
+  if (c !== undefined) c.cancelledAt = c.submitted
   return Effect.async<void>((resume) => {
     const host = client.host
     const socket = host.startsWith("/")
