@@ -12,7 +12,7 @@ import { admin, io, options, sessionsMatchPool, waitFor } from "./utils.js"
 
 let cluster: PgCluster
 beforeAll(async () => {
-  cluster = await startCluster({ name: "load", settings: { max_connections: "260" } })
+  cluster = await startCluster({ name: "load", settings: { max_connections: "260" }, pgbouncer: true })
 })
 afterAll(() => cluster?.destroy())
 
@@ -74,46 +74,52 @@ const load = <E>(
 }
 
 describe("load trials", () => {
-  it.live("backends killed every 2 s under 100 fibers: only the statements in flight on them fail", () =>
-    Effect.gen(function*() {
-      const opts = options(cluster.url, { maxSize: 10 })
-      yield* Effect.gen(function*() {
-        const sql = yield* SqlClient.SqlClient
-        const outcomes = yield* tally()
-        const stop = yield* Deferred.make<void>()
-        const started = Date.now()
-        const workers = yield* load(100, sql`SELECT pg_sleep(0.01)`, outcomes, lostSession, stop)
-        let killed = 0
-        let active = 0
-        for (let round = 0; round < 4; round++) {
-          yield* Effect.sleep("2 seconds")
-          const rows = yield* admin<{ n: string; active: string }>(
-            cluster.url,
-            "SELECT count(pg_terminate_backend(pid)) AS n, count(*) FILTER (WHERE state = 'active') AS active " +
-              "FROM pg_stat_activity WHERE application_name = $1",
-            [opts.applicationName]
+  for (const via of ["direct", "pgbouncer"] as const) {
+    it.live(`backends killed every 2 s under 100 fibers (${via}): only the statements in flight on them fail`, () =>
+      Effect.gen(function*() {
+        const opts = options(via === "direct" ? cluster.url : cluster.pgbouncer!.url, { maxSize: 10 })
+        // ours by application name; through PgBouncer, every server session it holds
+        const ours = via === "direct"
+          ? "application_name = $1"
+          : "backend_type = 'client backend' AND pid <> pg_backend_pid() AND $1::text IS NOT NULL"
+        yield* Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          const outcomes = yield* tally()
+          const stop = yield* Deferred.make<void>()
+          const started = Date.now()
+          const workers = yield* load(100, sql`SELECT pg_sleep(0.01)`, outcomes, lostSession, stop)
+          let killed = 0
+          let active = 0
+          for (let round = 0; round < 4; round++) {
+            yield* Effect.sleep("2 seconds")
+            const rows = yield* admin<{ n: string; active: string }>(
+              cluster.url,
+              "SELECT count(pg_terminate_backend(pid)) AS n, count(*) FILTER (WHERE state = 'active') AS active " +
+                `FROM pg_stat_activity WHERE ${ours}`,
+              [opts.applicationName]
+            )
+            killed += Number(rows[0].n)
+            active += Number(rows[0].active)
+          }
+          yield* Effect.sleep("1 second")
+          yield* Deferred.succeed(stop, undefined)
+          yield* Fiber.join(workers).pipe(Effect.timeout("30 seconds"))
+          const t = yield* Ref.get(outcomes)
+          const seconds = (Date.now() - started) / 1000
+          console.log(
+            `kills every 2 s (${via}), 100 fibers, maxSize 10: ${t.ok} ok (${Math.round(t.ok / seconds)}/s), ` +
+              `${t.failed} failed, ${killed} backends killed in 4 rounds (${active} of them running a statement)`
           )
-          killed += Number(rows[0].n)
-          active += Number(rows[0].active)
-        }
-        yield* Effect.sleep("1 second")
-        yield* Deferred.succeed(stop, undefined)
-        yield* Fiber.join(workers).pipe(Effect.timeout("30 seconds"))
-        const t = yield* Ref.get(outcomes)
-        const seconds = (Date.now() - started) / 1000
-        console.log(
-          `kills every 2 s, 100 fibers, maxSize 10: ${t.ok} ok (${Math.round(t.ok / seconds)}/s), ` +
-            `${t.failed} failed, ${killed} backends killed in 4 rounds (${active} of them running a statement)`
-        )
-        assert.deepStrictEqual(t.other, [])
-        assert.isAbove(killed, 0)
-        // each killed backend had at most one statement in flight: nothing else may fail
-        assert.isAtMost(t.failed, killed)
-        const stats = yield* PgPool.PgPool.stats
-        assert.deepStrictEqual([stats.inUse, stats.waiting, stats.pending], [0, 0, 0])
-        yield* sessionsMatchPool(cluster.url, opts.applicationName)
-      }).pipe(Effect.provide(PgPool.layer(opts)))
-    }), 60_000)
+          assert.deepStrictEqual(t.other, [])
+          assert.isAbove(killed, 0)
+          // each killed backend had at most one statement in flight: nothing else may fail
+          assert.isAtMost(t.failed, killed)
+          const stats = yield* PgPool.PgPool.stats
+          assert.deepStrictEqual([stats.inUse, stats.waiting, stats.pending], [0, 0, 0])
+          if (via === "direct") yield* sessionsMatchPool(cluster.url, opts.applicationName)
+        }).pipe(Effect.provide(PgPool.layer(opts)))
+      }), 60_000)
+  }
 
   it.live("restart under load: calls fail only while the server is away, then all succeed", () =>
     Effect.gen(function*() {

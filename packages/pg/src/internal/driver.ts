@@ -66,14 +66,15 @@ export const clientConfig = (options: ConnectOptions): pg.ClientConfig => ({
 /** Connection-class SQLSTATEs and socket failures: the session is gone or going. @internal */
 export const isConnectionFailure = session.isConnectionFailure
 
+const capacityMessage = /too many clients already|remaining connection slots are reserved/i
+
 /**
  * The server refused a new session for want of room (53300: max_connections reached, or the slots left are
  * reserved), not because it is down. @internal
  */
 export const isAtCapacity = (error: unknown): boolean => {
   const e = (typeof error === "object" && error !== null ? error : {}) as { code?: unknown; message?: unknown }
-  return e.code === "53300" ||
-    (typeof e.message === "string" && /too many clients already|remaining connection slots are reserved/i.test(e.message))
+  return e.code === "53300" || (typeof e.message === "string" && capacityMessage.test(e.message))
 }
 
 /** Why a connect failed, in words that name the server and never a secret. @internal */

@@ -13,13 +13,16 @@ export const problem = (url: string, hostOption: boolean): string | undefined =>
     return "it does not start with postgres:// or postgresql://"
   }
   const rest = url.slice(scheme.length + 1)
-  if (!rest.startsWith("//")) return `"//" is missing after "${scheme}:" (write ${scheme}://user:password@host:port/database)`
+  if (!rest.startsWith("//")) {
+    return `"//" is missing after "${scheme}:" (write ${scheme}://user:password@host:port/database)`
+  }
   const afterSlashes = rest.slice(2)
   const authorityEnd = afterSlashes.search(/[/?#]/)
   const authority = authorityEnd === -1 ? afterSlashes : afterSlashes.slice(0, authorityEnd)
   const tail = authorityEnd === -1 ? "" : afterSlashes.slice(authorityEnd)
   if (!authority.includes("@") && tail.includes("@")) {
-    return "the user name or password contains an unencoded \"/\", \"?\" or \"#\" (percent-encode it, for example with encodeURIComponent)"
+    return "the user name or password contains an unencoded \"/\", \"?\" or \"#\" " +
+      "(percent-encode it, for example with encodeURIComponent)"
   }
   const at = authority.lastIndexOf("@")
   const hostPort = at === -1 ? authority : authority.slice(at + 1)
@@ -41,7 +44,8 @@ export const problem = (url: string, hostOption: boolean): string | undefined =>
     parsed = parse(url)
   } catch (error) {
     const code = (error as { code?: unknown } | null)?.code
-    return `its parameters could not be read${typeof code === "string" ? ` (${code})` : ""}, for example an ssl file it names`
+    const why = typeof code === "string" ? ` (${code})` : ""
+    return `its parameters could not be read${why}, for example an ssl file it names`
   }
   if (host === "" && !parsed.host && !hostOption) {
     return "it names no host (write postgres://user@host:port/database, or give the host option)"
