@@ -23,7 +23,7 @@
  * @since 0.1.0
  */
 import * as ConnectionPool from "@connection-pool/core/ConnectionPool"
-import type { ConnectionError, InvalidConfig, PoolError } from "@connection-pool/core/PoolError"
+import { type ConnectionError, InvalidConfig, type PoolError } from "@connection-pool/core/PoolError"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -62,8 +62,10 @@ export class PgPool extends ConnectionPool.Tag("@connection-pool/pg/PgPool")<PgP
 
 /**
  * The driver alone, for a `ConnectionPool` of your own: connects with readable errors that name host, port,
- * database and user and never a password; validates with `SELECT 1`; never reuses a client that emitted `error`
- * or `end`, or still has a query in flight (it is cancelled on the server, then closed).
+ * database and user and never a password (`atCapacity` when the server is full); validates with `SELECT 1`; never
+ * reuses a client whose session is lost (it emitted `error` or `end`, or a query on it failed with a
+ * connection-class error) or that still has a query in flight (it is cancelled on the server, then closed). A
+ * malformed `url` fails every connect with a `ConnectionError` that quotes none of it.
  *
  * @since 0.1.0
  * @category constructors
@@ -85,6 +87,10 @@ export const make = (
   Scope.Scope | Reactivity.Reactivity
 > =>
   Effect.gen(function*() {
+    const badUrl = driver.urlProblem(options)
+    if (badUrl !== undefined) {
+      return yield* new InvalidConfig({ option: "url", value: "<redacted>", reason: badUrl })
+    }
     // pg times the connect out itself, so the failure is a ConnectionError that names the server; the pool's own
     // connect timeout, a second later, only catches a driver that hangs regardless
     // (an invalid value goes to the pool untouched, which rejects it with InvalidConfig)
@@ -160,7 +166,7 @@ export const withConnection = <X, E, R>(
   PgPool.withConnection((client) =>
     Effect.tapErrorCause(f(client), (cause) =>
       Effect.sync(() => {
-        for (const error of [...causeErrors(cause)]) if (driver.isConnectionFailure(error)) driver.markBroken(client)
+        for (const error of [...causeErrors(cause)]) if (driver.isConnectionFailure(error)) driver.markBroken(client, error)
       }))
   )
 

@@ -1,10 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Deferred, Effect, Exit, Fiber, Ref } from "effect"
+import { Deferred, Effect, Exit, Fiber, Redacted, Ref } from "effect"
+import pg from "pg"
 import { afterAll, beforeAll } from "vitest"
 import { PgPool } from "../src/index.js"
-import { type PgCluster, startCluster } from "./harness/PgCluster.js"
+import { freePort, type PgCluster, startCluster } from "./harness/PgCluster.js"
 import { admin, io, options, sessionsMatchPool, waitFor } from "./utils.js"
 
 // Real servers that fail: sessions killed under load, the server stopped hard and restarted, too few
@@ -171,6 +172,34 @@ describe("faults: max_connections below the pool's maxSize", () => {
     cluster = await startCluster({ name: "maxconn", settings: { max_connections: "6", superuser_reserved_connections: "0" } })
   })
   afterAll(() => cluster?.destroy())
+
+  it.live("a connect the server refuses for want of room is a ConnectionError marked atCapacity", () =>
+    Effect.gen(function*() {
+      // every slot taken by clients of our own
+      const held = yield* Effect.acquireRelease(
+        io(async () => {
+          const clients: Array<pg.Client> = []
+          for (let i = 0; i < 6; i++) {
+            const client = new pg.Client({ connectionString: cluster.url })
+            client.on("error", () => {})
+            await client.connect()
+            clients.push(client)
+          }
+          return clients
+        }),
+        (clients) => io(() => Promise.all(clients.map((c) => c.end().catch(() => {}))))
+      )
+      assert.strictEqual(held.length, 6)
+      const error = yield* Effect.flip(PgPool.driver({ url: Redacted.make(cluster.url) }).connect)
+      assert.strictEqual(error._tag, "ConnectionError")
+      assert.isTrue(error.atCapacity)
+      assert.include(error.message, "too many connections")
+      // a server that is down is not at capacity
+      yield* Effect.sync(() => held.forEach((c) => c.end()))
+      const port = yield* io(() => freePort())
+      const down = yield* Effect.flip(PgPool.driver({ url: Redacted.make(`postgres://postgres@127.0.0.1:${port}/x`) }).connect)
+      assert.notStrictEqual(down.atCapacity, true)
+    }).pipe(Effect.scoped), 30_000)
 
   it.live("extra callers get a clear ConnectionError; the pool keeps the connections it has", () =>
     Effect.gen(function*() {

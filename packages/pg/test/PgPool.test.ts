@@ -177,6 +177,47 @@ describe("PgPool: @effect/sql-pg on our pool", () => {
         assert.notStrictEqual(next, pid)
       }).pipe(Effect.provide(PgPool.layer(opts)))
     }))
+
+  it.live("a raw client given back with a query in flight, or ended by its user, is not lent again", () =>
+    Effect.gen(function*() {
+      const opts = options(suiteUrl(), { maxSize: 1 })
+      yield* Effect.gen(function*() {
+        const pidOf = (c: import("pg").Client) =>
+          Effect.map(PgPool.query<{ pid: number }>(c, "SELECT pg_backend_pid() AS pid"), (r) => r.rows[0].pid)
+        const forms = [
+          (c: import("pg").Client) => void c.query("SELECT pg_sleep(10)").catch(() => {}), // promise
+          (c: import("pg").Client) => void c.query("SELECT pg_sleep(10)", () => {}), // callback
+          (c: import("pg").Client) => void c.query({ text: "SELECT pg_sleep(10)", callback: () => {} } as any), // config
+          (c: import("pg").Client) => void c.end().catch(() => {})
+        ]
+        for (const leave of forms) {
+          const pid = yield* PgPool.withConnection((c) => Effect.tap(pidOf(c), () => leave(c)))
+          const next = yield* PgPool.withConnection(pidOf)
+          assert.notStrictEqual(next, pid)
+        }
+        const sleeping = `SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE '%pg_sleep(10)%'`
+        // the queries left behind were cancelled on the server when their clients were closed
+        yield* waitFor(admin<{ n: string }>(suiteUrl(), sleeping, [opts.applicationName]), (r) => Number(r[0].n) === 0, 5)
+      }).pipe(Effect.provide(PgPool.layer(opts)))
+    }))
+
+  it.live("a statement whose backend is killed fails; the caller queued behind it gets a fresh connection", () =>
+    Effect.gen(function*() {
+      const opts = options(suiteUrl(), { maxSize: 1 })
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const a = yield* Effect.fork(sql`SELECT pg_sleep(5)`)
+        const sleeping = `SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE '%pg_sleep(5)%'`
+        const [{ pid }] = yield* waitFor(admin<{ pid: number }>(suiteUrl(), sleeping, [opts.applicationName]), (r) => r.length === 1)
+        const b = yield* Effect.fork(sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`)
+        yield* waitFor(PgPool.PgPool.stats, (s) => s.waiting === 1)
+        yield* admin(suiteUrl(), "SELECT pg_terminate_backend($1)", [pid])
+        const failed = yield* Fiber.await(a)
+        assert.isTrue(Exit.isFailure(failed))
+        const served = yield* Fiber.join(b)
+        assert.notStrictEqual(served[0].pid, pid)
+      }).pipe(Effect.provide(PgPool.layer(opts)))
+    }))
 })
 
 describe("PgPool: connection errors are typed and keep secrets", () => {

@@ -6,10 +6,15 @@ import * as Redacted from "effect/Redacted"
 import * as net from "node:net"
 import type { ConnectionOptions } from "node:tls"
 import pg from "pg"
-import { parse as parseUrl } from "pg-connection-string"
+import * as session from "./session.js"
+import * as url from "./url.js"
 
 /** Where and how to connect; the password stays `Redacted` until the driver's call to `pg`. @internal */
 export interface ConnectOptions {
+  /**
+   * A `postgres://` or `postgresql://` URL (user name and password percent-encoded). Anything else is an
+   * `InvalidConfig` when the pool is built, which says what is wrong and quotes none of the URL.
+   */
   readonly url?: Redacted.Redacted | undefined
   readonly host?: string | undefined
   readonly port?: number | undefined
@@ -33,7 +38,7 @@ export interface Target {
 
 /** @internal */
 export const target = (options: ConnectOptions): Target => {
-  const parsed = options.url ? safeParse(Redacted.value(options.url)) : {}
+  const parsed = options.url && urlProblem(options) === undefined ? url.parts(Redacted.value(options.url)) : {}
   const host = options.host ?? parsed.host ?? "localhost"
   const user = options.username ?? parsed.user ?? process.env["PGUSER"] ?? "postgres"
   return {
@@ -41,20 +46,6 @@ export const target = (options: ConnectOptions): Target => {
     port: options.port ?? (parsed.port ? Number(parsed.port) : 5432),
     database: options.database ?? parsed.database ?? user,
     user
-  }
-}
-
-const safeParse = (url: string): { host?: string; port?: string; database?: string; user?: string } => {
-  try {
-    const p = parseUrl(url)
-    return {
-      ...(p.host ? { host: p.host } : {}),
-      ...(p.port ? { port: p.port } : {}),
-      ...(p.database ? { database: p.database } : {}),
-      ...(p.user ? { user: p.user } : {})
-    }
-  } catch {
-    return {}
   }
 }
 
@@ -72,13 +63,18 @@ export const clientConfig = (options: ConnectOptions): pg.ClientConfig => ({
   connectionTimeoutMillis: Duration.toMillis(options.connectTimeout ?? Duration.seconds(10))
 })
 
-// Clients that saw their connection fail: never reused.
-const broken = new WeakSet<pg.Client>()
+/** Connection-class SQLSTATEs and socket failures: the session is gone or going. @internal */
+export const isConnectionFailure = session.isConnectionFailure
 
-/** Connection-class SQLSTATEs: the session is gone or going. @internal */
-export const isConnectionFailure = (error: unknown): boolean => {
-  const code = typeof error === "object" && error !== null ? (error as { code?: unknown }).code : undefined
-  return typeof code === "string" && (code.startsWith("08") || code === "57P01" || code === "57P02" || code === "57P03")
+const capacityMessage = /too many clients already|remaining connection slots are reserved/i
+
+/**
+ * The server refused a new session for want of room (53300: max_connections reached, or the slots left are
+ * reserved), not because it is down. @internal
+ */
+export const isAtCapacity = (error: unknown): boolean => {
+  const e = (typeof error === "object" && error !== null ? error : {}) as { code?: unknown; message?: unknown }
+  return e.code === "53300" || (typeof e.message === "string" && capacityMessage.test(e.message))
 }
 
 /** Why a connect failed, in words that name the server and never a secret. @internal */
@@ -112,15 +108,14 @@ export const describe = (error: unknown, t: Target, secrets: ReadonlyArray<strin
     case "3D000":
       why = `database "${t.database}" does not exist`
       break
-    case "53300":
-      why = "too many connections: the server's max_connections is reached"
-      break
     case "57P03":
       why = "the server is starting up or shutting down"
       break
     default: {
       const message = e.message ?? String(error)
-      if (/timeout expired|connection timeout/i.test(message)) {
+      if (isAtCapacity(error)) {
+        why = "too many connections: the server's max_connections is reached"
+      } else if (/timeout expired|connection timeout/i.test(message)) {
         why = "no answer within the connect timeout (host unreachable, firewalled, or the server is not responding)"
       } else if (
         /ssl|tls|certificate|self[- ]signed/i.test(message) || e.code?.startsWith("ERR_TLS") || e.code?.includes("CERT")
@@ -135,85 +130,57 @@ export const describe = (error: unknown, t: Target, secrets: ReadonlyArray<strin
   return `could not connect to ${where}: ${why}`
 }
 
-/** Sends PostgreSQL's CancelRequest on a fresh socket: cancelling never needs a pooled connection. @internal */
-export const cancel = (client: pg.Client): Effect.Effect<void> => {
-  const { processID, secretKey } = client as unknown as { processID: number | null; secretKey: number | null }
-  if (processID === null || secretKey === null) return Effect.void
-  return Effect.async<void>((resume) => {
-    const host = client.host
-    const socket = host.startsWith("/")
-      ? net.connect({ path: `${host}/.s.PGSQL.${client.port}` })
-      : net.connect({ host, port: client.port })
-    const done = () => resume(Effect.void)
-    socket.once("connect", () => {
-      const packet = Buffer.alloc(16)
-      packet.writeInt32BE(16, 0)
-      packet.writeInt32BE(80877102, 4)
-      packet.writeInt32BE(processID, 8)
-      packet.writeInt32BE(secretKey, 12)
-      // like libpq, let the server close the socket once the cancel is handled: hanging up first crashes
-      // PgBouncer 1.18 (pgbouncer/pgbouncer#801)
-      socket.write(packet)
-    })
-    socket.once("end", () => socket.end())
-    socket.once("close", done)
-    socket.once("error", done)
-    return Effect.sync(() => socket.destroy())
-  }).pipe(Effect.timeoutOption(Duration.seconds(2)), Effect.asVoid)
-}
+/** @internal */
+export const cancel = session.cancel
+
+/** @internal */
+export const markBroken = session.markBroken
+
+/** @internal */
+export const reusable = session.reusable
 
 const socketOf = (client: pg.Client): net.Socket =>
   (client as unknown as { connection: { stream: net.Socket } }).connection.stream
 
-const busy = (client: pg.Client): boolean => {
-  const c = client as unknown as { _activeQuery: unknown; _queryQueue: Array<unknown>; _queryable: boolean }
-  return c._activeQuery != null || c._queryQueue.length > 0
-}
-
-/** A client that can serve the next borrower: connected, healthy, and with nothing in flight. @internal */
-export const reusable = (client: pg.Client): boolean => {
-  const c = client as unknown as { _queryable: boolean; _ending: boolean }
-  return !broken.has(client) && c._queryable && !c._ending && !busy(client)
-}
-
-/** @internal */
-export const markBroken = (client: pg.Client): void => {
-  broken.add(client)
-}
-
 /** @internal */
 export const make = (options: ConnectOptions): ConnectionPool.Driver<pg.Client> => {
-  const config = clientConfig(options)
   const t = target(options)
   const secrets = [
     ...(options.password ? [Redacted.value(options.password)] : []),
-    ...(options.url ? [safePassword(Redacted.value(options.url))] : [])
+    ...(options.url ? [url.password(Redacted.value(options.url))] : [])
   ]
+  const invalid = urlProblem(options)
+  const config = invalid === undefined ? clientConfig(options) : undefined
+  const connect = Effect.async<pg.Client, ConnectionError>((resume) => {
+    if (config === undefined) {
+      return resume(Effect.fail(new ConnectionError({ reason: `invalid connection URL: ${invalid}` })))
+    }
+    let client: session.PoolClient
+    try {
+      client = new session.PoolClient(config)
+    } catch (error) {
+      return resume(Effect.fail(new ConnectionError({ reason: describe(error, t, secrets) })))
+    }
+    client.connect((error: Error | undefined) => {
+      if (error) {
+        client.end().catch(() => {})
+        resume(Effect.fail(
+          new ConnectionError({ reason: describe(error, t, secrets), cause: error, atCapacity: isAtCapacity(error) })
+        ))
+      } else {
+        resume(Effect.succeed(client))
+      }
+    })
+    return Effect.sync(() => void client.end().catch(() => {}))
+  })
   return {
-    connect: Effect.async<pg.Client, ConnectionError>((resume) => {
-      const client = new pg.Client(config)
-      client.on("error", () => markBroken(client))
-      client.on("end", () => markBroken(client))
-      client.connect((error: Error | undefined) => {
-        if (error) {
-          client.end().catch(() => {})
-          resume(Effect.fail(new ConnectionError({ reason: describe(error, t, secrets), cause: error })))
-        } else {
-          resume(Effect.succeed(client))
-        }
-      })
-      return Effect.sync(() => void client.end().catch(() => {}))
-    }),
+    connect,
     close: (client) =>
       Effect.zipRight(
-        busy(client) && !broken.has(client) ? cancel(client) : Effect.void,
+        session.cancelBeforeClose(client),
         Effect.promise(() => client.end().catch(() => {})).pipe(
           Effect.timeoutOption(Duration.seconds(2)),
-          Effect.tap((ended) =>
-            ended._tag === "None"
-              ? Effect.sync(() => socketOf(client).destroy())
-              : Effect.void
-          )
+          Effect.tap((ended) => ended._tag === "None" ? Effect.sync(() => socketOf(client).destroy()) : Effect.void)
         )
       ),
     validate: (client) =>
@@ -226,10 +193,9 @@ export const make = (options: ConnectOptions): ConnectionPool.Driver<pg.Client> 
   }
 }
 
-const safePassword = (url: string): string => {
-  try {
-    return parseUrl(url).password ?? ""
-  } catch {
-    return ""
-  }
+/** What is wrong with `options.url`, if anything (never quoting it). @internal */
+export const urlProblem = (options: ConnectOptions): string | undefined => {
+  if (options.url === undefined) return undefined
+  if (!Redacted.isRedacted(options.url)) return "pass it as a Redacted (Redacted.make, or Config.redacted)"
+  return url.problem(Redacted.value(options.url), options.host !== undefined)
 }
