@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, FastCheck as fc, Fiber, TestClock } from "effect"
+import { Deferred, type Duration, Effect, FastCheck as fc, Fiber, TestClock } from "effect"
 import { ConnectionPool } from "../src/index.js"
 import type { PoolStats } from "../src/PoolStats.js"
 import { type Conn, makeDriver, settle } from "./utils.js"
@@ -52,7 +52,7 @@ const scenario = fc.record({
   connectDelay: fc.constantFrom(0, 100),
   maxSize: fc.integer({ min: 1, max: 4 }),
   reuse: fc.constantFrom("lifo" as const, "fifo" as const),
-  validationBypass: fc.constantFrom("500 millis", 0),
+  validationBypass: fc.constantFrom<Duration.DurationInput>("500 millis", 0),
   breakerThreshold: fc.constantFrom(0, 1, 3)
 })
 
