@@ -1,0 +1,338 @@
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as STM from "effect/STM"
+import * as TQueue from "effect/TQueue"
+import * as Tracer from "effect/Tracer"
+import * as TRef from "effect/TRef"
+import { PoolClosed, PoolEmpty, type PoolError } from "../PoolError.js"
+import { breakerError, destroyed, failStranded, spawn } from "./connections.js"
+import type { PoolImpl } from "./pool.js"
+import { Entry, limitOf, type State } from "./state.js"
+import { modify, noTags } from "./stats.js"
+import * as T from "./transitions.js"
+import { Waiter } from "./waiter.js"
+
+// The handoff: an acquire takes an idle connection or queues a waiter; a connection coming back (a release) or
+// newly opened (an arrival) goes straight to the oldest waiter, else idle. Each is one transaction; what it decided
+// (a waiter to complete, a connection to close) is acted on after it commits.
+
+/** @internal */
+export type Restore = <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect<X, E, R>
+
+/** A new waiter, its deadline `acquireTimeout` from now. @internal */
+export const newWaiter = <A>(pool: PoolImpl<A>, queued: boolean, spawned: boolean): Waiter<A> => {
+  const since = pool.now()
+  return new Waiter(since, pool.clock.unsafeCurrentTimeNanos(), since + pool.options.acquireTimeout, queued, spawned)
+}
+
+/** The acquire transaction: an idle connection, else a place in the queue (and a connect started if room). @internal */
+export const makeTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
+  commitTraced(pool, modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+    if (s.closed) return [T.closedTake, s]
+    if (s.idleCount > 0) return T.takeIdle(s)
+    // breaker open and nothing open to wait for: fail at once rather than queue for a connect that will not come
+    if (s.breaker !== undefined && s.total === 0) return [T.breakerTake, s]
+    return T.enqueue(s, newWaiter(pool, true, false), pool.traced)
+  }))
+
+/** `tryGet`'s transaction: never queues; opens a connection for itself when there is room. @internal */
+export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
+  commitTraced(pool, modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+    if (s.closed) return [T.closedTake, s]
+    if (s.idleCount > 0) return T.takeIdle(s)
+    if (s.breaker !== undefined) return [T.breakerTake, s]
+    if (s.total + s.pending >= limitOf(s)) return [T.emptyTake, s]
+    return T.reserveFor(s, newWaiter(pool, false, true), pool.traced)
+  }))
+
+/**
+ * Commits an acquire transaction, first noting in `traced` whether the caller runs under a span: read from the
+ * transaction's own context, which is cheaper than asking the fiber for it again afterwards. `traced` is written
+ * and read within one synchronous run of the transaction.
+ */
+const commitTraced = <A, X>(pool: PoolImpl<A>, tx: STM.STM<X>): Effect.Effect<X> =>
+  STM.commit(STM.flatMap(STM.context<never>(), (context) => {
+    pool.traced = context.unsafeMap.has(Tracer.ParentSpan.key)
+    return tx
+  }))
+
+/**
+ * Acquires a connection and continues with `k`: the continuation is passed in rather than chained, so that a
+ * connection served at once from idle (the hot path) costs no extra step. A caller that has to wait suspends
+ * until a release or an arrival hands it a connection, unless `onWait` says otherwise (`withConnectionCallback`).
+ * `neverWait` (`tryGet`): fail with `PoolEmpty` rather than queue.
+ *
+ * @internal
+ */
+export const acquire = <A, X, E, R>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  neverWait: boolean,
+  k: (entry: Entry<A>) => Effect.Effect<X, E, R>,
+  onWait?: (waiter: Waiter<A>) => Effect.Effect<X, E | PoolError, R>
+): Effect.Effect<X, E | PoolError, R> =>
+  Effect.flatMap(neverWait ? pool.tryTakeTx : pool.takeTx, (take): Effect.Effect<X, E | PoolError, R> => {
+    if (take instanceof Entry) {
+      const now = pool.now()
+      if (servable(pool, take, now)) return k(borrowed(pool, take, now, undefined)) // the hot path
+      const retry = acquire(pool, restore, neverWait, succeedEntry)
+      return Effect.flatMap(checkout(pool, restore, take, pool.clock.unsafeCurrentTimeNanos(), retry), k)
+    }
+    if (take instanceof Waiter) {
+      if (onWait !== undefined && !validatesHandoffs(pool)) return onWait(take)
+      const wait = waitFor(pool, take, awaitWaiter(pool, restore, take)) // borrowed counted by the giver
+      const handed = take.traced ? span(pool, wait) : wait
+      if (!validatesHandoffs(pool)) return Effect.flatMap(handed, k)
+      return Effect.flatMap(handed, (entry) =>
+        entry.uses <= 1 // opened for this caller: the connect just proved it
+          ? k(entry)
+          : Effect.flatMap(revalidate(pool, restore, entry, acquire(pool, restore, neverWait, succeedEntry)), k))
+    }
+    switch (take._tag) {
+      case "Closed":
+        return Effect.fail(new PoolClosed({ pool: pool.name }))
+      case "Breaker":
+        return Effect.flatMap(STM.commit(TRef.get(pool.state)), (s) => Effect.fail(breakerError(pool, s)))
+      case "Empty":
+        pool.counters.emptyFailures++
+        return Effect.flatMap(pool.stats, (stats) => Effect.fail(new PoolEmpty({ pool: pool.name, stats })))
+    }
+  })
+
+/** Around a wait: the connects it asked for start, and the sweeper wakes if the queue was empty. @internal */
+export const waitFor = <A, X, E>(pool: PoolImpl<A>, waiter: Waiter<A>, wait: Effect.Effect<X, E>): Effect.Effect<X, E> => {
+  const started = waiter.spawn === 0
+    ? wait
+    : Effect.zipRight(spawn(pool, waiter.spawn, waiter.queued ? undefined : waiter), wait)
+  return waiter.wake ? Effect.zipRight(STM.commit(TQueue.offer(pool.wake, true)), started) : started
+}
+
+/**
+ * An acquisition that waits or opens a connection is traced, as a child of the caller's span. Without a parent
+ * span there is no trace to join, so none is made (OpenTelemetry's instrumentations call this
+ * `requireParentSpan`): a span costs as much as the rest of a contended borrow. One served at once from idle is
+ * not traced either; the wait-time histogram counts every acquisition.
+ */
+const span = <A, X, E>(pool: PoolImpl<A>, acquire: Effect.Effect<X, E>): Effect.Effect<X, E> =>
+  // `useSpan`, not `withSpan`: nothing inside needs the span as its parent, and installing one costs 3×
+  Effect.useSpan("ConnectionPool.acquire", pool.spanOptions, () => acquire)
+
+/** An idle connection can go out as is: not expired, checked recently enough, and not vetoed by the driver. */
+const servable = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): boolean =>
+  now < entry.expiresAt &&
+  (pool.driver.validate === undefined || now - entry.checkedAt < pool.options.validationBypass) &&
+  (pool.driver.reusable === undefined || pool.driver.reusable(entry.conn))
+
+/** Counts a borrow. `start` is when the caller began to wait (or validate); `undefined` when it did not. @internal */
+export const borrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number, start: bigint | undefined): Entry<A> => {
+  const c = pool.counters
+  const waitedMs = start === undefined ? 0 : Number(pool.clock.unsafeCurrentTimeNanos() - start) / 1e6
+  c.acquired++
+  if (entry.uses === 0) c.misses++
+  else c.hits++
+  c.waitTotalMs += waitedMs
+  if (waitedMs > c.waitMaxMs) c.waitMaxMs = waitedMs
+  pool.metrics.waitTime.unsafeUpdate(waitedMs / 1000, noTags)
+  entry.uses++
+  entry.borrowedAt = now
+  return entry
+}
+
+/** Takes back the counts of a borrow whose caller was interrupted as it was handed the connection. */
+const unborrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>): void => {
+  const c = pool.counters
+  c.acquired--
+  entry.uses--
+  if (entry.uses === 0) c.misses--
+  else c.hits--
+}
+
+/**
+ * An idle connection goes out unless it expired, the driver knows it is broken, or it sat idle past the bypass
+ * window and fails validation; then it is closed and `retry` (a whole new acquire, counted on its own) runs.
+ */
+const checkout = <A>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  entry: Entry<A>,
+  start: bigint,
+  retry: Effect.Effect<Entry<A>, PoolError>
+): Effect.Effect<Entry<A>, PoolError> => {
+  if (pool.now() >= entry.expiresAt || (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn))) {
+    return Effect.zipRight(retire(pool, entry), retry)
+  }
+  if (pool.driver.validate === undefined) return Effect.succeed(borrowed(pool, entry, pool.now(), start))
+  return Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
+    if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
+    if (!exit.value) return Effect.zipRight(retire(pool, entry), retry)
+    entry.checkedAt = pool.now()
+    return Effect.succeed(borrowed(pool, entry, entry.checkedAt, start))
+  })
+}
+
+/**
+ * `validationBypass: 0` means every borrow is validated, a connection handed straight to a waiter included (it
+ * was checked when released, zero time ago, which no bypass window of zero covers).
+ *
+ * @internal
+ */
+export const validatesHandoffs = <A>(pool: PoolImpl<A>): boolean =>
+  pool.options.validationBypass === 0 && pool.driver.validate !== undefined
+
+/**
+ * Validates a connection a giver handed this caller (and already counted as its borrow). A broken one is closed
+ * and `retry` runs; either way the giver's count is taken back.
+ */
+const revalidate = <A>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  entry: Entry<A>,
+  retry: Effect.Effect<Entry<A>, PoolError>
+): Effect.Effect<Entry<A>, PoolError> =>
+  Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
+    if (Exit.isSuccess(exit) && exit.value) {
+      entry.checkedAt = pool.now()
+      return Effect.succeed(entry)
+    }
+    unborrowed(pool, entry)
+    return Effect.zipRight(retire(pool, entry), Exit.isFailure(exit) ? Effect.failCause(exit.cause) : retry)
+  })
+
+/** The driver's check, bounded by `validationTimeout`; a failure or a timeout says the connection is broken. @internal */
+export const validate = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<boolean> =>
+  pool.driver.validate!(entry.conn).pipe(
+    Effect.timeoutTo({ duration: pool.options.validationTimeout, onSuccess: (ok) => ok, onTimeout: () => false }),
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.as(Effect.logDebug(cause), false)
+    ),
+    Effect.tap((ok) => {
+      if (ok) return Effect.void
+      pool.counters.validationFailures++
+      return Effect.logDebug("connection failed validation; closing it")
+    })
+  )
+
+/**
+ * Suspends until a transaction completes the waiter. An interruption cancels it: handled after `restore` rather
+ * than as the async's canceler, because an interruption already pending when the caller turns interruptible
+ * fails `restore` at once, before any canceler is registered, and the waiter must still leave the queue.
+ */
+const awaitWaiter = <A>(pool: PoolImpl<A>, restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> =>
+  Effect.catchAllCause(
+    restore(Effect.async<Entry<A>, PoolError>((resume) => {
+      if (waiter.result !== undefined) return resume(waiter.result)
+      waiter.resume = resume
+    })),
+    (cause) =>
+      Cause.isInterrupted(cause)
+        ? Effect.zipRight(cancel(pool, waiter), Effect.failCause(cause))
+        : Effect.failCause(cause)
+  )
+
+/** A waiter gives up. If a transaction took it first, the connection it is being handed goes back. */
+const cancel = <A>(pool: PoolImpl<A>, waiter: Waiter<A>): Effect.Effect<void> =>
+  Effect.flatMap(
+    STM.commit(dequeueTx(pool, waiter)),
+    (cancelled) =>
+      cancelled ? Effect.void : Effect.flatMap(
+        Effect.exit(waiter.outcome),
+        (exit) => {
+          if (Exit.isFailure(exit)) return Effect.void
+          unborrowed(pool, exit.value) // handed over, but its caller was gone: not an acquisition after all
+          return checkIn(pool, exit.value)
+        }
+      )
+  )
+
+/** Takes a waiter that is still waiting out of the queue (true), or tells that a transaction took it (false). @internal */
+export const dequeueTx = <A>(pool: PoolImpl<A>, waiter: Waiter<A>): STM.STM<boolean> =>
+  modify(pool, (s) => T.dequeue(s, waiter))
+
+/**
+ * Called when the borrower is done (from a finalizer or a continuation, so it runs its checks right away), with
+ * the cause if its use failed. `then` runs after (passed in rather than chained: one step fewer for every release).
+ *
+ * @internal
+ */
+export const release = <A, X = void, E = never>(
+  pool: PoolImpl<A>,
+  entry: Entry<A>,
+  failure: Cause.Cause<unknown> | undefined,
+  then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
+): Effect.Effect<X, E> => {
+  if (entry.closed) return then // closed by force at the shutdown deadline
+  const now = pool.now()
+  pool.metrics.useTime.unsafeUpdate((now - entry.borrowedAt) / 1000, noTags)
+  if (failure !== undefined && (Cause.isInterrupted(failure) || Cause.isDie(failure))) {
+    entry.invalid = true // its user was interrupted or died mid-use: its state is unknown
+  } else if (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn)) {
+    entry.invalid = true
+  }
+  entry.idleSince = now
+  entry.checkedAt = now
+  return checkIn(pool, entry, now, then)
+}
+
+/**
+ * The release transaction: a connection the pool counts comes back, to the oldest waiter, else idle, or is closed
+ * (see `transitions.place`). `then` runs after.
+ *
+ * @internal
+ */
+export const checkIn = <A, X = void, E = never>(
+  pool: PoolImpl<A>,
+  entry: Entry<A>,
+  now = pool.now(),
+  then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
+): Effect.Effect<X, E> => {
+  const expired = now >= entry.expiresAt
+  const tx = modify(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
+  return Effect.flatMap(STM.commit(tx), (placed) => handOn(pool, entry, placed, now, then))
+}
+
+/**
+ * A new connection arrives, its slot reserved in `pending`: to `target` (the `tryGet` it was opened for) or the
+ * oldest waiter, else idle. Its success clears the connect failure streak and closes the breaker.
+ *
+ * @internal
+ */
+export const arrive = <A>(pool: PoolImpl<A>, entry: Entry<A>, target: Waiter<A> | undefined): Effect.Effect<void> => {
+  const now = pool.now()
+  const expired = now >= entry.expiresAt
+  const tx = modify(pool, (s) => T.place(T.connected(s), entry, expired, target, pool.options.reuse))
+  return Effect.flatMap(STM.commit(tx), (placed) => handOn(pool, entry, placed, now, Effect.void))
+}
+
+/** Acts on where a connection was placed: a waiter gets it (or its job starts on it), or it is closed. */
+const handOn = <A, X, E>(
+  pool: PoolImpl<A>,
+  entry: Entry<A>,
+  placed: T.Placed<A>,
+  now: number,
+  then: Effect.Effect<X, E>
+): Effect.Effect<X, E> => {
+  if (placed instanceof Waiter) {
+    const job = placed.job
+    if (job === undefined) {
+      placed.complete(Exit.succeed(borrowed(pool, entry, now, placed.start)))
+      return then
+    }
+    if (job.abandoned) return checkIn(pool, entry, now, then)
+    borrowed(pool, entry, now, placed.start)
+    job.run(entry)
+    return then
+  }
+  if (placed._tag === "Idle") return then
+  const destroy = Effect.zipRight(spawn(pool, placed.spawn, undefined), destroyed(pool, entry))
+  if (placed.stranded.length === 0) return Effect.zipRight(destroy, then)
+  return Effect.zipRight(failStranded(pool, placed.stranded), Effect.zipRight(destroy, then))
+}
+
+/** Takes a connection out of the pool for good. @internal */
+export const retire = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<void> => {
+  entry.invalid = true
+  return checkIn(pool, entry)
+}
+
+const succeedEntry = <A>(entry: Entry<A>): Effect.Effect<Entry<A>> => Effect.succeed(entry)
