@@ -40,7 +40,11 @@ const housekeepingInterval = <A>(pool: PoolImpl<A>): number => {
   return Math.max(1, Math.min(30_000, o.idleTimeout / 2, o.maxLifetime / 2, o.keepaliveInterval / 2))
 }
 
-/** Closes connections idle past `idleTimeout` (keeping `minSize`) or past their lifetime; probes keepalives. @internal */
+/**
+ * Closes connections idle past `idleTimeout` (keeping `minSize`) or past their lifetime; probes keepalives.
+ *
+ * @internal
+ */
 export const housekeeper = <A>(pool: PoolImpl<A>): Effect.Effect<never> => {
   const pass = Effect.suspend(() => {
     const now = pool.now()
@@ -113,7 +117,9 @@ export const prober = <A>(pool: PoolImpl<A>): Effect.Effect<never> => {
     if (wait === undefined) return Effect.void
     if (wait > 0) return Effect.zipRight(Effect.sleep(wait), loop)
     const probe = Effect.flatMap(create(pool, undefined, "probe"), (ok) =>
-      ok ? Effect.zipRight(Effect.logDebug("circuit breaker closed: a probe connected"), signalRefill(pool)) : Effect.void)
+      ok
+        ? Effect.zipRight(Effect.logDebug("circuit breaker closed: a probe connected"), signalRefill(pool))
+        : Effect.void)
     return Effect.zipRight(probe, loop)
   })
   return Effect.forever(Effect.zipRight(STM.commit(TQueue.take(pool.probe)), loop))

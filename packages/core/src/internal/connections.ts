@@ -139,7 +139,11 @@ export const breakerError = <A>(pool: PoolImpl<A>, s: State<A>): ConnectionError
   return new ConnectionError({
     ...b.last,
     pool: pool.name,
-    breaker: { openedAt: b.openedAt, failures: s.failures, nextProbeInMs: Math.max(0, Math.ceil(b.nextProbeAt - pool.now())) }
+    breaker: {
+      openedAt: b.openedAt,
+      failures: s.failures,
+      nextProbeInMs: Math.max(0, Math.ceil(b.nextProbeAt - pool.now()))
+    }
   })
 }
 

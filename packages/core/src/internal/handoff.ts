@@ -101,7 +101,11 @@ export const acquire = <A, X, E, R>(
   })
 
 /** Around a wait: the connects it asked for start, and the sweeper wakes if the queue was empty. @internal */
-export const waitFor = <A, X, E>(pool: PoolImpl<A>, waiter: Waiter<A>, wait: Effect.Effect<X, E>): Effect.Effect<X, E> => {
+export const waitFor = <A, X, E>(
+  pool: PoolImpl<A>,
+  waiter: Waiter<A>,
+  wait: Effect.Effect<X, E>
+): Effect.Effect<X, E> => {
   const started = waiter.spawn === 0
     ? wait
     : Effect.zipRight(spawn(pool, waiter.spawn, waiter.queued ? undefined : waiter), wait)
@@ -199,7 +203,11 @@ const revalidate = <A>(
     return Effect.zipRight(retire(pool, entry), Exit.isFailure(exit) ? Effect.failCause(exit.cause) : retry)
   })
 
-/** The driver's check, bounded by `validationTimeout`; a failure or a timeout says the connection is broken. @internal */
+/**
+ * The driver's check, bounded by `validationTimeout`; a failure or a timeout says the connection is broken.
+ *
+ * @internal
+ */
 export const validate = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<boolean> =>
   pool.driver.validate!(entry.conn).pipe(
     Effect.timeoutTo({ duration: pool.options.validationTimeout, onSuccess: (ok) => ok, onTimeout: () => false }),
@@ -245,7 +253,11 @@ const cancel = <A>(pool: PoolImpl<A>, waiter: Waiter<A>): Effect.Effect<void> =>
       )
   )
 
-/** Takes a waiter that is still waiting out of the queue (true), or tells that a transaction took it (false). @internal */
+/**
+ * Takes a waiter that is still waiting out of the queue (true), or tells that a transaction took it (false).
+ *
+ * @internal
+ */
 export const dequeueTx = <A>(pool: PoolImpl<A>, waiter: Waiter<A>): STM.STM<boolean> =>
   modify(pool, (s) => T.dequeue(s, waiter))
 

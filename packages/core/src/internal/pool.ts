@@ -113,7 +113,10 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       Effect.uninterruptibleMask((restore) =>
         acquire(this, restore, neverWait, (entry) =>
           Effect.as(
-            Scope.addFinalizerExit(scope, (exit) => release(this, entry, Exit.isFailure(exit) ? exit.cause : undefined)),
+            Scope.addFinalizerExit(
+              scope,
+              (exit) => release(this, entry, Exit.isFailure(exit) ? exit.cause : undefined)
+            ),
             entry.conn
           ))
       ))

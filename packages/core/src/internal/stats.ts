@@ -5,7 +5,11 @@ import type { PoolStats } from "../PoolStats.js"
 import type { PoolImpl } from "./pool.js"
 import { limitOf, type State } from "./state.js"
 
-/** The metrics carry the pool's name in their keys already; one shared empty array saves an allocation per update. @internal */
+/**
+ * The metrics carry the pool's name in their keys already; one shared empty array saves an allocation per update.
+ *
+ * @internal
+ */
 export const noTags: ReadonlyArray<never> = []
 
 /** Counters that never decide anything: plain numbers, read by `stats`. @internal */

@@ -22,7 +22,11 @@ export type Take<A> =
   | { readonly _tag: "Empty" }
   | { readonly _tag: "Breaker" }
 
-/** Where a connection went, back from a borrower or newly opened: to this waiter (as is), idle, or to close. @internal */
+/**
+ * Where a connection went, back from a borrower or newly opened: to this waiter (as is), idle, or to close.
+ *
+ * @internal
+ */
 export type Placed<A> =
   | Waiter<A>
   | { readonly _tag: "Idle" }
@@ -117,7 +121,11 @@ export const reserveFor = <A>(s: State<A>, waiter: Waiter<A>, traced: boolean): 
   return [waiter, patched(s, { pending: s.pending + 1 })]
 }
 
-/** Takes `waiter` if it is still waiting (it will be completed): true, or false if it was cancelled or taken. @internal */
+/**
+ * Takes `waiter` if it is still waiting (it will be completed): true, or false if it was cancelled or taken.
+ *
+ * @internal
+ */
 export const claim = <A>(waiter: Waiter<A>): boolean => {
   if (waiter.status !== WAITING) return false
   waiter.status = TAKEN
@@ -204,7 +212,11 @@ export const place = <A>(
   ]
 }
 
-/** A connect succeeded: its slot moves from `pending` to `total`, the failure streak clears, the breaker closes. @internal */
+/**
+ * A connect succeeded: its slot moves from `pending` to `total`, the failure streak clears, the breaker closes.
+ *
+ * @internal
+ */
 export const connected = <A>(s: State<A>): State<A> =>
   patched(s, { total: s.total + 1, pending: s.pending - 1, failures: 0, breaker: undefined })
 
