@@ -8,11 +8,11 @@ import { CANCELLED, TAKEN, WAITING, type Waiter } from "./waiter.js"
 // inside the pool's one `TRef.modify`.
 //
 // They are pure but for one thing: a waiter's plain fields (its `status`, and for a new waiter what its caller is
-// to do next) are written here, inside the transaction, and nowhere else under STM. That is safe because these
-// transactions never `retry` and never fail, and read and write only the one `TRef`: each runs exactly once,
-// synchronously, and commits. A transaction that could ever be retried must not write anything but TRefs, or a
-// second run would see (and repeat) the first one's writes. Keep it that way: no `STM.retry`, `STM.check` or
-// `STM.fail` around a transition that calls one of these.
+// to do next) are written here, inside the transaction, and nowhere else under STM (but for the pool's `traced`
+// scratch, see `handoff.commitTraced`). That is safe because these transactions never `retry` and never fail, and
+// read and write only the one `TRef`: each runs exactly once, synchronously, and commits. A transaction that could
+// ever be retried must not write anything but TRefs, or a second run would see (and repeat) the first one's
+// writes. Keep it that way: no `STM.retry`, `STM.check` or `STM.fail` around a transition that calls one of these.
 
 /** An idle connection (the hot path, returned as is), or why there is none yet. @internal */
 export type Take<A> =
