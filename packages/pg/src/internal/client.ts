@@ -80,7 +80,7 @@ const rows = (result: pg.QueryResult | Array<pg.QueryResult>) =>
  * transaction, or `sql.reserve`) holds one for a whole scope. A statement that waits for a connection is started
  * by the release that frees one (`withConnectionCallback`), in the releasing fiber; its caller wakes once.
  */
-class PooledConnection implements Connection {
+export class PooledConnection implements Connection {
   constructor(
     readonly pool: ConnectionPool.ConnectionPool<pg.Client>,
     readonly pinned: pg.Client | undefined

@@ -1,0 +1,340 @@
+import { InvalidConfig } from "@connection-pool/core/PoolError"
+import type * as Reactivity from "@effect/experimental/Reactivity"
+import * as Client from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
+import * as Metric from "effect/Metric"
+import { hasProperty } from "effect/Predicate"
+import * as Random from "effect/Random"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type * as SqlRouter from "../SqlRouter.js"
+import { ReplicasUnavailable, WriteOnReplica } from "../SqlRouter.js"
+import * as lag from "./lag.js"
+import { Member } from "./member.js"
+import * as metrics from "./metrics.js"
+import { currentRoute, currentToken, recordWrite } from "./session.js"
+
+interface Resolved {
+  readonly name: string
+  readonly selection: SqlRouter.Selection
+  readonly policy: lag.LagPolicy
+  readonly readYourWrites: boolean | "window"
+  readonly window: number
+  readonly fallback: "primary" | "fail"
+}
+
+const invalid = (option: string, value: unknown, reason: string) => new InvalidConfig({ option, value, reason })
+
+const millis = (option: string, input: Duration.DurationInput | undefined, fallback: Duration.DurationInput) => {
+  const decoded = Duration.decodeUnknown(input ?? fallback)
+  const ms = decoded._tag === "Some" ? Duration.toMillis(decoded.value) : NaN
+  return Number.isFinite(ms) && ms > 0
+    ? Effect.succeed(ms)
+    : Effect.fail(invalid(option, input, "must be a positive, finite duration"))
+}
+
+const resolve = (options: SqlRouter.Options): Effect.Effect<Resolved, InvalidConfig> =>
+  Effect.gen(function*() {
+    const name = options.name ?? "router"
+    if (typeof name !== "string" || name.length === 0) return yield* invalid("name", name, "must be a non-empty string")
+    const names = [options.primary?.name, ...(options.replicas ?? []).map((r) => r?.name)]
+    for (const [i, n] of names.entries()) {
+      const option = i === 0 ? "primary.name" : `replicas[${i - 1}].name`
+      if (typeof n !== "string" || n.length === 0) return yield* invalid(option, n, "must be a non-empty string")
+      if (names.indexOf(n) !== i) return yield* invalid(option, n, "duplicate server name")
+    }
+    const selection = options.selection ?? "round-robin"
+    if (typeof selection !== "function" && !["round-robin", "random", "least-connections"].includes(selection)) {
+      return yield* invalid("selection", selection, "must be round-robin, random, least-connections or a function")
+    }
+    const maxLag = yield* millis("maxLag", options.maxLag, "1 second")
+    const rejoinLag = yield* millis("rejoinLag", options.rejoinLag, Duration.millis(maxLag / 2))
+    if (rejoinLag > maxLag) return yield* invalid("rejoinLag", options.rejoinLag, "must not exceed maxLag")
+    const ryw = options.readYourWrites ?? true
+    if (ryw !== true && ryw !== false && ryw !== "window") {
+      return yield* invalid("readYourWrites", ryw, `must be true, false or "window"`)
+    }
+    const fallback = options.fallback ?? "primary"
+    if (fallback !== "primary" && fallback !== "fail") {
+      return yield* invalid("fallback", fallback, `must be "primary" or "fail"`)
+    }
+    return {
+      name,
+      selection,
+      policy: {
+        maxLag,
+        rejoinLag,
+        interval: yield* millis("lagInterval", options.lagInterval, "250 millis"),
+        timeout: yield* millis("lagTimeout", options.lagTimeout, "2 seconds")
+      },
+      readYourWrites: ryw,
+      window: yield* millis("readYourWritesWindow", options.readYourWritesWindow, "2 seconds"),
+      fallback
+    }
+  })
+
+/** A statement, run against one server's connection. */
+type Run<X> = (conn: Connection) => Effect.Effect<X, SqlError>
+
+const isPoolAcquireFailure = (e: SqlError): boolean =>
+  hasProperty(e.cause, "_tag") && (e.cause._tag === "ConnectionError" || e.cause._tag === "PoolClosed")
+
+class Router {
+  private cursor = 0
+  fallbacks = 0
+  pinnedReads = 0
+  private readonly fallbackCounter: Metric.Metric.Counter<number>
+
+  constructor(
+    readonly options: Resolved,
+    readonly primary: Member,
+    readonly replicas: ReadonlyArray<Member>,
+    readonly replication: SqlRouter.Replication | undefined,
+    readonly history: lag.History
+  ) {
+    this.fallbackCounter = metrics.fallbacks.pipe(Metric.tagged(metrics.attributes.router, options.name))
+  }
+
+  private retryable(e: SqlError): boolean {
+    return isPoolAcquireFailure(e) || this.replication?.isRetryable?.(e) === true
+  }
+
+  /** Runs on the primary; a completed statement outside a transaction is a write its fiber's reads must see. */
+  write<X>(run: Run<X>): Effect.Effect<X, SqlError> {
+    const primary = this.primary
+    primary.writes++
+    const effect = Effect.zipLeft(run(primary.connection), Metric.increment(primary.writeCounter))
+    if (this.options.readYourWrites === false || this.replicas.length === 0) return effect
+    return Effect.tap(effect, () => Effect.flatMap(Clock.currentTimeMillis, recordWrite))
+  }
+
+  readonly markWritten: Effect.Effect<void> = Effect.flatMap(Clock.currentTimeMillis, recordWrite)
+
+  /** The position a read must see (read-your-writes), or `"primary"` when only the primary will do. */
+  private readonly required: Effect.Effect<bigint | "primary" | undefined, SqlError> = Effect.flatMap(
+    FiberRef.get(currentToken),
+    (token): Effect.Effect<bigint | "primary" | undefined, SqlError> => {
+      if (token === undefined || token.writtenAt === -Infinity || this.options.readYourWrites === false) {
+        return Effect.succeed(undefined)
+      }
+      if (this.replication === undefined || this.options.readYourWrites === "window") {
+        return Effect.map(
+          Clock.currentTimeMillis,
+          (now) => now - token.writtenAt < this.options.window ? "primary" as const : undefined
+        )
+      }
+      if (token.position !== undefined) return Effect.succeed(token.position)
+      const sampled = this.history.after(token.writtenAt)
+      if (sampled !== undefined) {
+        token.position = sampled.position
+        return Effect.succeed(sampled.position)
+      }
+      // no sample since the write yet: ask the primary once for this write
+      return Effect.map(this.replication.primaryPosition(this.primary.client), (position) => {
+        token.position = position
+        return position
+      })
+    }
+  )
+
+  private pick(candidates: ReadonlyArray<Member>): Effect.Effect<Member> {
+    if (candidates.length === 1) return Effect.succeed(candidates[0]!)
+    const selection = this.options.selection
+    switch (selection) {
+      case "round-robin": {
+        const n = this.replicas.length
+        const chosen = candidates.find((c) => c.index >= this.cursor) ?? candidates[0]!
+        this.cursor = (chosen.index + 1) % n
+        return Effect.succeed(chosen)
+      }
+      case "random":
+        return Effect.map(Random.nextIntBetween(0, candidates.length), (i) => candidates[i]!)
+      case "least-connections": {
+        let best = candidates[0]!
+        for (const c of candidates) if (c.inFlight < best.inFlight) best = c
+        return Effect.succeed(best)
+      }
+      default:
+        return Effect.suspend(() => {
+          const views = candidates.map((c) => ({
+            index: c.index,
+            name: c.name,
+            inFlight: c.inFlight,
+            lagMillis: c.lagMillis
+          }))
+          const i = selection(views)
+          const chosen = candidates.find((c) => c.index === i)
+          return chosen === undefined
+            ? Effect.dieMessage(`replica selection returned ${String(i)}, not the index of a usable replica`)
+            : Effect.succeed(chosen)
+        })
+    }
+  }
+
+  private unavailable(required: bigint | undefined, tried: ReadonlyArray<Member>) {
+    return new ReplicasUnavailable({
+      router: this.options.name,
+      replicas: this.replicas.map((r) => ({
+        name: r.name,
+        reason: r.status !== "up"
+          ? `${r.status}${r.reason === undefined ? "" : ` (${r.reason})`}`
+          : tried.includes(r)
+          ? "failed to connect"
+          : required !== undefined
+          ? "has not replayed this fiber's writes yet"
+          : "unknown"
+      }))
+    })
+  }
+
+  /** Runs on the primary because no replica would do: counted, or a typed failure when asked. */
+  private fallback<X>(run: Run<X>, required: bigint | undefined, tried: ReadonlyArray<Member>) {
+    if (required !== undefined && tried.length === 0 && this.replicas.some((r) => r.status === "up")) {
+      this.pinnedReads++ // replicas are up, just behind this fiber's writes
+      return this.onPrimary(run)
+    }
+    if (this.options.fallback === "fail") {
+      const cause = this.unavailable(required, tried)
+      return Effect.fail(new SqlError({ cause, message: cause.message }))
+    }
+    this.fallbacks++
+    return Effect.zipRight(Metric.increment(this.fallbackCounter), this.onPrimary(run))
+  }
+
+  private onPrimary<X>(run: Run<X>): Effect.Effect<X, SqlError> {
+    this.primary.reads++
+    return Effect.zipLeft(run(this.primary.connection), Metric.increment(this.primary.readCounter))
+  }
+
+  private onReplica<X>(replica: Member, run: Run<X>): Effect.Effect<X, SqlError> {
+    return Effect.suspend(() => {
+      replica.inFlight++
+      replica.reads++
+      return run(replica.connection).pipe(
+        Effect.ensuring(Effect.sync(() => void replica.inFlight--)),
+        Effect.zipLeft(Metric.increment(replica.readCounter)),
+        Effect.catchIf(
+          (e) => this.replication?.isReadOnlyViolation?.(e) === true,
+          (e) => {
+            const cause = new WriteOnReplica({ replica: replica.name, cause: e })
+            return Effect.fail(new SqlError({ cause, message: cause.message }))
+          }
+        )
+      )
+    })
+  }
+
+  private usable(required: bigint | undefined, tried: ReadonlyArray<Member>): ReadonlyArray<Member> {
+    return this.replicas.filter((r) =>
+      r.status === "up" && !tried.includes(r) &&
+      (required === undefined || (r.position !== undefined && r.position >= required))
+    )
+  }
+
+  /** Runs on a usable replica; one that cannot be reached is marked down and the next is tried. */
+  read<X>(run: Run<X>): Effect.Effect<X, SqlError> {
+    return Effect.flatMap(this.required, (required) => {
+      if (required === "primary") {
+        this.pinnedReads++
+        return this.onPrimary(run)
+      }
+      const attempt = (tried: ReadonlyArray<Member>): Effect.Effect<X, SqlError> => {
+        const candidates = this.usable(required, tried)
+        if (candidates.length === 0) return this.fallback(run, required, tried)
+        return Effect.flatMap(this.pick(candidates), (replica) =>
+          Effect.catchIf(this.onReplica(replica, run), (e) => this.retryable(e), (e) => {
+            lag.markDown(replica, `unreachable: ${e.message}`)
+            return attempt([...tried, replica])
+          }))
+      }
+      return attempt([])
+    })
+  }
+
+  route<X>(run: Run<X>): Effect.Effect<X, SqlError> {
+    return Effect.flatMap(FiberRef.get(currentRoute), (route) => route === "read" ? this.read(run) : this.write(run))
+  }
+
+  /** The routing `Connection`: each statement is routed when it runs, from the fiber's context. */
+  readonly connection: Connection = {
+    execute: (sql, params, transformRows) => this.route((c) => c.execute(sql, params, transformRows)),
+    executeRaw: (sql, params) => this.route((c) => c.executeRaw(sql, params)),
+    executeValues: (sql, params) => this.route((c) => c.executeValues(sql, params)),
+    executeUnprepared: (sql, params, transformRows) =>
+      this.route((c) => c.executeUnprepared(sql, params, transformRows)),
+    executeStream: (sql, params, transformRows) =>
+      Stream.unwrap(Effect.map(
+        FiberRef.get(currentRoute),
+        (route) =>
+          Stream.unwrap(
+            route === "read"
+              ? Effect.map(this.streamTarget, (m) => m.connection.executeStream(sql, params, transformRows))
+              : Effect.succeed(this.primary.connection.executeStream(sql, params, transformRows))
+          )
+      ))
+  }
+
+  /** Streams are not retried elsewhere once started, so they pick their server up front. */
+  private get streamTarget(): Effect.Effect<Member, SqlError> {
+    return Effect.flatMap(this.required, (required) => {
+      if (required === "primary") return Effect.succeed(this.primary)
+      const candidates = this.usable(required, [])
+      if (candidates.length > 0) return this.pick(candidates)
+      if (this.options.fallback === "fail" && required === undefined) {
+        const cause = this.unavailable(required, [])
+        return Effect.fail(new SqlError({ cause, message: cause.message }))
+      }
+      return Effect.succeed(this.primary)
+    })
+  }
+
+  get stats(): Effect.Effect<SqlRouter.RouterStats> {
+    return Effect.sync(() => ({
+      name: this.options.name,
+      servers: [this.primary, ...this.replicas].map((m) => m.stats()),
+      fallbacks: this.fallbacks,
+      pinnedReads: this.pinnedReads
+    }))
+  }
+}
+
+/** @internal */
+export const make = (
+  options: SqlRouter.Options
+): Effect.Effect<SqlRouter.SqlRouter, InvalidConfig, Scope.Scope | Reactivity.Reactivity> =>
+  Effect.gen(function*() {
+    const resolved = yield* resolve(options)
+    const primary = new Member(0, "primary", options.primary, resolved.name)
+    const replicas = options.replicas.map((r, i) => new Member(i, "replica", r, resolved.name))
+    const policy = resolved.policy
+    const history = new lag.History(Math.min(10_000, Math.ceil((policy.maxLag * 4) / policy.interval) + 4))
+    const router = new Router(resolved, primary, replicas, options.replication, history)
+    const replication = options.replication
+    if (replicas.length > 0) {
+      if (replication !== undefined) {
+        yield* Effect.forkScoped(lag.sampler(primary, replication, history, policy))
+        for (const r of replicas) yield* Effect.forkScoped(lag.watcher(r, replication, history, policy))
+      } else {
+        for (const r of replicas) yield* Effect.forkScoped(lag.pinger(r, policy))
+      }
+    }
+    const sql = yield* Client.make({
+      acquirer: Effect.succeed(router.connection),
+      transactionAcquirer: options.primary.client.reserve,
+      compiler: options.compiler,
+      spanAttributes: options.spanAttributes ?? [],
+      transformRows: options.transformRows
+    })
+    // a transaction's statements never reach the router: mark its writes once it ends
+    const withTransaction = sql.withTransaction
+    const client: Client.SqlClient = Object.assign(sql, {
+      withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        Effect.ensuring(withTransaction(effect), router.markWritten)
+    })
+    return { name: resolved.name, client, stats: router.stats }
+  }).pipe(Effect.annotateLogs("router", options.name ?? "router"))

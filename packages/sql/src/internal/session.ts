@@ -1,0 +1,73 @@
+import { SqlError } from "@effect/sql/SqlError"
+import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
+import { globalValue } from "effect/GlobalValue"
+import { hasProperty } from "effect/Predicate"
+import type { ReplicasUnavailable, WriteOnReplica } from "../SqlRouter.js"
+
+/** Where the fiber's statements go. @internal */
+export const currentRoute = globalValue(
+  "@connection-pool/sql/currentRoute",
+  () => FiberRef.unsafeMake<"write" | "read">("write")
+)
+
+/**
+ * The last write a reader must see: when it completed (clock millis) and, once known, the primary's position at
+ * or after it. A session's token is one shared, mutable box; a fiber's own is replaced on each write.
+ * @internal
+ */
+export class Token {
+  constructor(public writtenAt: number, public position: bigint | undefined, readonly shared: boolean) {}
+}
+
+/** @internal */
+export const currentToken = globalValue(
+  "@connection-pool/sql/currentToken",
+  () =>
+    FiberRef.unsafeMake<Token | undefined>(undefined, {
+      // a child sees its parent's writes; when joined, the parent sees the child's (the later write wins)
+      join: (parent, child) =>
+        child === undefined || (parent !== undefined && parent.writtenAt >= child.writtenAt) ? parent : child
+    })
+)
+
+/** Records a completed write for the fiber (or its session). @internal */
+export const recordWrite = (now: number): Effect.Effect<void> =>
+  Effect.flatMap(FiberRef.get(currentToken), (token) => {
+    if (token?.shared === true) {
+      token.writtenAt = now
+      token.position = undefined
+      return Effect.void
+    }
+    return FiberRef.set(currentToken, new Token(now, undefined, false))
+  })
+
+/** Router errors travel as an SqlError's cause through @effect/sql (its statements fail with SqlError only). */
+const routerCause = (e: unknown): ReplicasUnavailable | WriteOnReplica | undefined => {
+  if (!(e instanceof SqlError)) return undefined
+  const cause = e.cause
+  return hasProperty(cause, "_tag") && (cause._tag === "ReplicasUnavailable" || cause._tag === "WriteOnReplica")
+    ? cause as ReplicasUnavailable | WriteOnReplica
+    : undefined
+}
+
+/** @internal */
+export const withRead = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | ReplicasUnavailable | WriteOnReplica, R> =>
+  Effect.locally(effect, currentRoute, "read").pipe(
+    Effect.catchIf((e) => routerCause(e) !== undefined, (e) => Effect.fail(routerCause(e)!))
+  )
+
+/** @internal */
+export const withWrite = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.locally(effect, currentRoute, "write")
+
+/** @internal */
+export const session = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(FiberRef.get(currentToken), (outer) =>
+    Effect.locally(
+      effect,
+      currentToken,
+      new Token(outer?.writtenAt ?? -Infinity, outer?.position, true)
+    ))
