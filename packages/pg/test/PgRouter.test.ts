@@ -153,6 +153,15 @@ describe("PgRouter: read/write splitting over a primary and two streaming replic
         { maxLag: "1 minute", readYourWrites: "window" }
       )
       assert.deepStrictEqual(window, [0, 1000])
+      // replaying again: reads find replicas that have their writes (asking one when its last sample is older)
+      for (const r of rs.replicas) yield* io(() => rs.resumeReplay(r))
+      const live = yield* withRouter(Effect.gen(function*() {
+        const stale = yield* pairs(30_000)
+        const stats = yield* Effect.flatMap(SqlRouter.SqlRouter, (r) => r.stats)
+        return { stale, replicaReads: stats.servers.slice(1).reduce((n, s) => n + s.reads, 0) }
+      }))
+      assert.strictEqual(live.stale, 0)
+      assert.isAbove(live.replicaReads, 500)
     }).pipe(Effect.ensuring(Effect.forEach(rs.replicas, (r) => io(() => rs.resumeReplay(r).catch(() => {}))))))
 
   it.live("a replica killed under a 100-fiber read load: reads move on, only those in flight there fail", () =>

@@ -170,6 +170,16 @@ export interface RouterStats {
   readonly fallbacks: number
   /** Reads sent to the primary for read-your-writes. */
   readonly pinnedReads: number
+  /**
+   * Round trips to the primary to learn a write's position for read-your-writes (only when no position sample
+   * has been taken since the write).
+   */
+  readonly positionLookups: number
+  /**
+   * Round trips to a replica to learn whether it has replayed a reader's writes (only when its last lag sample
+   * does not show it).
+   */
+  readonly replicaChecks: number
 }
 
 /**

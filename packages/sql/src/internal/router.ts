@@ -88,6 +88,8 @@ class Router {
   private cursor = 0
   fallbacks = 0
   pinnedReads = 0
+  positionLookups = 0
+  replicaChecks = 0
   private readonly fallbackCounter: Metric.Metric.Counter<number>
 
   constructor(
@@ -135,6 +137,7 @@ class Router {
         return Effect.succeed(sampled.position)
       }
       // no sample since the write yet: ask the primary once for this write
+      this.positionLookups++
       return Effect.map(this.replication.primaryPosition(this.primary.client), (position) => {
         token.position = position
         return position
@@ -194,9 +197,13 @@ class Router {
 
   /** Runs on the primary because no replica would do: counted, or a typed failure when asked. */
   private fallback<X>(run: Run<X>, required: bigint | undefined, tried: ReadonlyArray<Member>) {
-    if (required !== undefined && tried.length === 0 && this.replicas.some((r) => r.status === "up")) {
-      this.pinnedReads++ // replicas are up, just behind this fiber's writes
-      return this.onPrimary(run)
+    if (required !== undefined) {
+      // worth asking only a replica that was close behind at its last sample; one that lags goes unasked
+      const close = this.replicas.filter((r) =>
+        r.status === "up" && !tried.includes(r) && r.lagMillis <= this.options.policy.interval
+      )
+      if (close.length > 0) return this.whenCaughtUp(run, required, close)
+      if (this.replicas.some((r) => r.status === "up")) return this.pinned(run)
     }
     if (this.options.fallback === "fail") {
       const cause = this.unavailable(required, tried)
@@ -204,6 +211,37 @@ class Router {
     }
     this.fallbacks++
     return Effect.zipRight(Metric.increment(this.fallbackCounter), this.onPrimary(run))
+  }
+
+  /**
+   * Replicas are up but not known to have replayed this fiber's writes (their last lag sample is older): ask one
+   * how far it has replayed (one round trip), and read there if it has them, else on the primary.
+   */
+  private whenCaughtUp<X>(run: Run<X>, required: bigint, up: ReadonlyArray<Member>): Effect.Effect<X, SqlError> {
+    const replication = this.replication!
+    return Effect.flatMap(this.pick(up), (replica) => {
+      this.replicaChecks++
+      return replication.replicaPosition(replica.client).pipe(
+        Effect.map(({ inRecovery, position }) => {
+          if (inRecovery && position !== undefined && (replica.position === undefined || position > replica.position)) {
+            replica.position = position
+          }
+          return inRecovery && position !== undefined && position >= required
+        }),
+        Effect.orElseSucceed(() => false),
+        Effect.flatMap((fresh) => {
+          if (fresh) {
+            return Effect.catchIf(this.onReplica(replica, run), (e) => this.retryable(e), () => this.pinned(run))
+          }
+          return this.pinned(run)
+        })
+      )
+    })
+  }
+
+  private pinned<X>(run: Run<X>): Effect.Effect<X, SqlError> {
+    this.pinnedReads++
+    return this.onPrimary(run)
   }
 
   private onPrimary<X>(run: Run<X>): Effect.Effect<X, SqlError> {
@@ -239,10 +277,7 @@ class Router {
   /** Runs on a usable replica; one that cannot be reached is marked down and the next is tried. */
   read<X>(run: Run<X>): Effect.Effect<X, SqlError> {
     return Effect.flatMap(this.required, (required) => {
-      if (required === "primary") {
-        this.pinnedReads++
-        return this.onPrimary(run)
-      }
+      if (required === "primary") return this.pinned(run)
       const attempt = (tried: ReadonlyArray<Member>): Effect.Effect<X, SqlError> => {
         const candidates = this.usable(required, tried)
         if (candidates.length === 0) return this.fallback(run, required, tried)
@@ -298,7 +333,9 @@ class Router {
       name: this.options.name,
       servers: [this.primary, ...this.replicas].map((m) => m.stats()),
       fallbacks: this.fallbacks,
-      pinnedReads: this.pinnedReads
+      pinnedReads: this.pinnedReads,
+      positionLookups: this.positionLookups,
+      replicaChecks: this.replicaChecks
     }))
   }
 }
