@@ -5,6 +5,7 @@ import * as Metric from "effect/Metric"
 import * as Schedule from "effect/Schedule"
 import type * as SqlRouter from "../SqlRouter.js"
 import type { Member } from "./member.js"
+import { nextSequence } from "./session.js"
 
 /** Lag settings, resolved to millis. @internal */
 export interface LagPolicy {
@@ -18,6 +19,8 @@ export interface LagPolicy {
 export interface Sample {
   /** Clock millis when the position query was sent. */
   readonly at: number
+  /** Its place in the order of writes and lookups (see `nextSequence`). */
+  readonly sequence: number
   readonly position: bigint
 }
 
@@ -39,11 +42,11 @@ export class History {
     return this.samples[this.samples.length - 1]
   }
 
-  /** The first sample sent after `at`: every write completed by then is at or before its position. */
-  after(at: number): Sample | undefined {
+  /** The first sample sent after event `sequence`: every write completed by then is at or before its position. */
+  after(sequence: number): Sample | undefined {
     for (let i = this.samples.length - 1; i >= 0; i--) {
       const s = this.samples[i]!
-      if (s.at <= at) return this.samples[i + 1]
+      if (s.sequence <= sequence) return this.samples[i + 1]
     }
     return this.samples[0]
   }
@@ -69,10 +72,11 @@ export const sampler = (
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
     const at = yield* Clock.currentTimeMillis
+    const sequence = nextSequence()
     const position = yield* replication.primaryPosition(primary.client).pipe(
       Effect.timeout(Duration.millis(policy.timeout))
     )
-    history.push({ at, position })
+    history.push({ at, sequence, position })
   }).pipe(
     Effect.catchAllCause((cause) => Effect.logDebug("primary position sample failed", cause)),
     Effect.repeat(Schedule.spaced(Duration.millis(policy.interval))),

@@ -15,6 +15,7 @@ import * as Stream from "effect/Stream"
 import type * as SqlRouter from "../SqlRouter.js"
 import { ReplicasUnavailable, WriteOnReplica } from "../SqlRouter.js"
 import * as lag from "./lag.js"
+import { SharedLookup } from "./freshness.js"
 import { Member } from "./member.js"
 import * as metrics from "./metrics.js"
 import { currentRoute, currentToken, recordWrite } from "./session.js"
@@ -91,15 +92,32 @@ class Router {
   positionLookups = 0
   replicaChecks = 0
   private readonly fallbackCounter: Metric.Metric.Counter<number>
+  private readonly primaryLookup: SharedLookup<bigint>
+  private readonly checks: Map<Member, SharedLookup<{ readonly inRecovery: boolean; readonly position: bigint | undefined }>>
 
   constructor(
     readonly options: Resolved,
     readonly primary: Member,
     readonly replicas: ReadonlyArray<Member>,
     readonly replication: SqlRouter.Replication | undefined,
-    readonly history: lag.History
+    readonly history: lag.History,
+    scope: Scope.Scope
   ) {
     this.fallbackCounter = metrics.fallbacks.pipe(Metric.tagged(metrics.attributes.router, options.name))
+    const unknown = Effect.dieMessage("no replication positions") as Effect.Effect<never>
+    this.primaryLookup = new SharedLookup(
+      scope,
+      replication === undefined ? unknown : replication.primaryPosition(primary.client),
+      () => void this.positionLookups++
+    )
+    this.checks = new Map(replicas.map((r) => [
+      r,
+      new SharedLookup(
+        scope,
+        replication === undefined ? unknown : replication.replicaPosition(r.client),
+        () => void this.replicaChecks++
+      )
+    ]))
   }
 
   private retryable(e: SqlError): boolean {
@@ -131,17 +149,10 @@ class Router {
         )
       }
       if (token.position !== undefined) return Effect.succeed(token.position)
-      const sampled = this.history.after(token.writtenAt)
-      if (sampled !== undefined) {
-        token.position = sampled.position
-        return Effect.succeed(sampled.position)
-      }
-      // no sample since the write yet: ask the primary once for this write
-      this.positionLookups++
-      return Effect.map(this.replication.primaryPosition(this.primary.client), (position) => {
-        token.position = position
-        return position
-      })
+      const sampled = this.history.after(token.sequence)
+      if (sampled !== undefined) return Effect.succeed(token.learn(sampled.position))
+      // no sample since the write yet: ask the primary (one lookup serves every reader whose write came before it)
+      return Effect.map(this.primaryLookup.after(token.sequence), (position) => token.learn(position))
     }
   )
 
@@ -218,15 +229,13 @@ class Router {
    * how far it has replayed (one round trip), and read there if it has them, else on the primary.
    */
   private whenCaughtUp<X>(run: Run<X>, required: bigint, up: ReadonlyArray<Member>): Effect.Effect<X, SqlError> {
-    const replication = this.replication!
-    return Effect.flatMap(this.pick(up), (replica) => {
-      this.replicaChecks++
-      return replication.replicaPosition(replica.client).pipe(
+    return Effect.flatMap(Effect.zip(this.pick(up), FiberRef.get(currentToken)), ([replica, token]) => {
+      // a check asked after the reader learned its position (shared with the readers it can serve)
+      return this.checks.get(replica)!.after(token?.learnedAt ?? 0).pipe(
         Effect.map(({ inRecovery, position }) => {
-          if (inRecovery && position !== undefined && (replica.position === undefined || position > replica.position)) {
-            replica.position = position
-          }
-          return inRecovery && position !== undefined && position >= required
+          if (!inRecovery || position === undefined) return false
+          if (replica.position === undefined || position > replica.position) replica.position = position
+          return position >= required
         }),
         Effect.orElseSucceed(() => false),
         Effect.flatMap((fresh) => {
@@ -350,7 +359,7 @@ export const make = (
     const replicas = options.replicas.map((r, i) => new Member(i, "replica", r, resolved.name))
     const policy = resolved.policy
     const history = new lag.History(Math.min(10_000, Math.ceil((policy.maxLag * 4) / policy.interval) + 4))
-    const router = new Router(resolved, primary, replicas, options.replication, history)
+    const router = new Router(resolved, primary, replicas, options.replication, history, yield* Effect.scope)
     const replication = options.replication
     if (replicas.length > 0) {
       if (replication !== undefined) {

@@ -11,13 +11,37 @@ export const currentRoute = globalValue(
   () => FiberRef.unsafeMake<"write" | "read">("write")
 )
 
+let sequence = 0
+
 /**
- * The last write a reader must see: when it completed (clock millis) and, once known, the primary's position at
- * or after it. A session's token is one shared, mutable box; a fiber's own is replaced on each write.
+ * Orders events on the one JavaScript thread: a write completed (its result arrived) before any lookup whose
+ * number is higher was sent.
+ * @internal
+ */
+export const nextSequence = (): number => ++sequence
+
+/**
+ * The last write a reader must see: when it completed (clock millis, for the time window), its sequence number,
+ * and, once known, the primary's position at or after it. A session's token is one shared, mutable box; a
+ * fiber's own is replaced on each write.
  * @internal
  */
 export class Token {
-  constructor(public writtenAt: number, public position: bigint | undefined, readonly shared: boolean) {}
+  constructor(
+    public writtenAt: number,
+    public sequence: number,
+    public position: bigint | undefined,
+    readonly shared: boolean
+  ) {}
+
+  /** When `position` was learned: a replica asked after that has had a round trip's time to replay it. */
+  learnedAt = 0
+
+  learn(position: bigint): bigint {
+    this.position = position
+    this.learnedAt = nextSequence()
+    return position
+  }
 }
 
 /** @internal */
@@ -36,10 +60,11 @@ export const recordWrite = (now: number): Effect.Effect<void> =>
   Effect.flatMap(FiberRef.get(currentToken), (token) => {
     if (token?.shared === true) {
       token.writtenAt = now
+      token.sequence = nextSequence()
       token.position = undefined
       return Effect.void
     }
-    return FiberRef.set(currentToken, new Token(now, undefined, false))
+    return FiberRef.set(currentToken, new Token(now, nextSequence(), undefined, false))
   })
 
 /** Router errors travel as an SqlError's cause through @effect/sql (its statements fail with SqlError only). */
@@ -69,5 +94,5 @@ export const session = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<
     Effect.locally(
       effect,
       currentToken,
-      new Token(outer?.writtenAt ?? -Infinity, outer?.position, true)
+      new Token(outer?.writtenAt ?? -Infinity, outer?.sequence ?? 0, outer?.position, true)
     ))
