@@ -89,7 +89,8 @@ const noStats: SqlRouter.RouterStats = {
 }
 
 const measure = async (rs: ReplicaSet, subject: Subject, seconds: number): Promise<Result> => {
-  const { close, value: context } = await scoped(Layer.build(subject.layer(rs) as Layer.Layer<SqlClient.SqlClient, unknown>))
+  const layer = subject.layer(rs) as Layer.Layer<SqlClient.SqlClient, unknown>
+  const { close, value: context } = await scoped(Layer.build(layer))
   try {
     const latencies: Array<number> = []
     let statements = 0
@@ -191,7 +192,7 @@ export const main = async (): Promise<void> => {
       { name: "router on 1 replica ≥ 0.95× plain PgClient on it", value: times(ratio, 2), met: ratio >= 0.95 },
       {
         name: "read-your-writes: most reads on replicas, round trips ≤ 1 per write",
-        value: `${shareLine(ryw.share)}; ${ryw.lookups} round trips for ${(ryw.share["primary"] ?? 0)} primary statements`,
+        value: `${shareLine(ryw.share)}; ${ryw.lookups} round trips for ${ryw.share["primary"] ?? 0} writes`,
         met: reads > 0 && ryw.lookups <= (ryw.share["primary"] ?? 0)
       }
     ]

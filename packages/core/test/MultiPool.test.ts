@@ -31,16 +31,19 @@ describe("MultiPool", () => {
         assert.strictEqual((yield* invalid({ servers: [] })).option, "servers")
         const dup = yield* invalid({ servers: [{ name: "x", driver: a!.driver }, { name: "x", driver: b!.driver }] })
         assert.deepStrictEqual([dup.option, dup.reason], ["servers[1].name", "duplicate server name"])
-        const bad = yield* invalid({ servers: [{ name: "x", driver: a!.driver }, { name: "y", driver: b!.driver, maxSize: 0 }] })
+        const bad = yield* invalid({
+          servers: [{ name: "x", driver: a!.driver }, { name: "y", driver: b!.driver, maxSize: 0 }]
+        })
         assert.strictEqual(bad.option, "servers[1] (y).maxSize")
         assert.strictEqual(a!.attempts(), 0)
         const shared = yield* invalid({ servers: servers([a!]), maxSizePerServer: -1 })
         assert.strictEqual(shared.option, "servers[0] (a).maxSize")
-        assert.strictEqual((yield* invalid({ servers: servers([a!]), selection: "fastest" as any })).option, "selection")
+        const one = servers([a!])
+        assert.strictEqual((yield* invalid({ servers: one, selection: "fastest" as any })).option, "selection")
         assert.strictEqual((yield* invalid({ servers: servers([a!]), banAfter: 1.5 })).option, "banAfter")
         assert.strictEqual((yield* invalid({ servers: servers([a!]), banTime: "0 millis" })).option, "banTime")
         assert.strictEqual((yield* invalid({ servers: servers([a!]), banJitter: 1 })).option, "banJitter")
-        assert.strictEqual((yield* invalid({ servers: servers([a!]), whenAllBanned: "x" as any })).option, "whenAllBanned")
+        assert.strictEqual((yield* invalid({ servers: one, whenAllBanned: "x" as any })).option, "whenAllBanned")
       }))
   })
 
@@ -64,7 +67,8 @@ describe("MultiPool", () => {
         const pool = yield* MultiPool.make({ servers: servers(drivers), selection: "least-in-use" })
         const held = yield* Effect.forEach([0, 1, 2, 3, 4], () => pool.get)
         // 5 borrows over 3 servers: 2, 2, 1; the next two go to the one with 1, then round the ties
-        assert.deepStrictEqual(drivers.map((_, i) => held.filter((c) => owner(drivers, c) === i).length).sort(), [1, 2, 2])
+        const per = drivers.map((_, i) => held.filter((c) => owner(drivers, c) === i).length)
+        assert.deepStrictEqual(per.sort(), [1, 2, 2])
         const sixth = yield* pool.get
         const counts = drivers.map((_, i) => [...held, sixth].filter((c) => owner(drivers, c) === i).length)
         assert.deepStrictEqual(counts, [2, 2, 2])
@@ -102,12 +106,18 @@ describe("MultiPool", () => {
         const drivers = fleet(2)
         const [a, b] = drivers
         a!.setDown(true)
-        const pool = yield* MultiPool.make({ servers: servers(drivers), banAfter: 2, banTime: "10 seconds", banJitter: 0 })
+        const pool = yield* MultiPool.make({
+          servers: servers(drivers),
+          banAfter: 2,
+          banTime: "10 seconds",
+          banJitter: 0
+        })
         // round-robin starts at a: its connect fails, the caller moves to b
         assert.deepStrictEqual(yield* served(pool, drivers, 4), [0, 4])
         assert.strictEqual(a!.attempts(), 2) // turns 1 and 3 tried a
         let s = yield* pool.stats
-        assert.deepStrictEqual([s.healthyServers, s.perServer[0]!.banned, s.perServer[0]!.consecutiveFailures], [1, true, 2])
+        const [first] = s.perServer
+        assert.deepStrictEqual([s.healthyServers, first!.banned, first!.consecutiveFailures], [1, true, 2])
         assert.include(s.perServer[0]!.lastError!, "refused")
         yield* served(pool, drivers, 4)
         assert.strictEqual(a!.attempts(), 2) // banned: nobody tries it

@@ -67,7 +67,8 @@ describe("MultiPool properties", () => {
       const actors: Array<Actor> = []
       const spawn = (kind: "get" | "tryGet") =>
         Effect.gen(function*() {
-          const actor: Actor = { state: "waiting", conn: undefined, release: yield* Deferred.make<void>(), fiber: undefined }
+          const release = yield* Deferred.make<void>()
+          const actor: Actor = { state: "waiting", conn: undefined, release, fiber: undefined }
           actors.push(actor)
           actor.fiber = yield* Effect.fork(
             Effect.scoped(Effect.gen(function*() {

@@ -16,6 +16,9 @@ describe("README: MultiPool", () => {
 
   it.effect("the example runs, failing over from the server that is down", () =>
     Effect.gen(function*() {
-      assert.strictEqual(yield* main, "db1 ran SELECT 1, db3 ran SELECT 1, db3 ran SELECT 1, db1 ran SELECT 1; healthy: 2/3")
+      assert.strictEqual(
+        yield* main,
+        "db1 ran SELECT 1, db3 ran SELECT 1, db3 ran SELECT 1, db1 ran SELECT 1; healthy: 2/3"
+      )
     }))
 })

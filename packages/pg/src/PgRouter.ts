@@ -143,7 +143,11 @@ export const make = (
       readYourWritesWindow,
       fallback,
       primary: { name: primary.serverName, client: primary.client, connection: replication.connection(primary.pool) },
-      replicas: replicas.map((r) => ({ name: r.serverName, client: r.client, connection: replication.connection(r.pool) })),
+      replicas: replicas.map((r) => ({
+        name: r.serverName,
+        client: r.client,
+        connection: replication.connection(r.pool)
+      })),
       compiler: PgClient.makeCompiler(shared.transformQueryNames, shared.transformJson),
       replication: replication.postgres,
       spanAttributes: [["db.system.name", "postgresql"]],

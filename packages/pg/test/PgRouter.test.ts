@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { SqlRouter } from "@connection-pool/sql"
 import { SqlClient } from "@effect/sql"
-import { Config, ConfigProvider, Effect, Exit, Fiber, Layer, Redacted } from "effect"
+import { Config, ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Redacted } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import { PgRouter } from "../src/index.js"
 import type { PgRouterConfig } from "../src/PgRouter.js"
@@ -73,6 +73,27 @@ describe("PgRouter: read/write splitting over a primary and two streaming replic
         const s = yield* status("primary")
         assert.isAtLeast(s.writes, 3)
       }))
+      const metrics = (yield* Metric.snapshot).map((m) => m.metricKey)
+      const statements = metrics.find((k) =>
+        k.name === "db.client.router.statements" &&
+        k.tags.some((t) => t.key === "db.client.router.route" && t.value === "read") &&
+        k.tags.some((t) => t.key === "server.address" && t.value === "replica2")
+      )
+      assert.isDefined(statements)
+      assert.isTrue(metrics.some((k) => k.name === "db.client.router.replica.lag"))
+    }))
+
+  it.live("bad options are an InvalidConfig naming the option", () =>
+    Effect.gen(function*() {
+      const lag = yield* Effect.flip(withRouter(Effect.void, { maxLag: "-1 seconds" }))
+      assert.strictEqual(lag._tag, "InvalidConfig")
+      assert.include(lag.message, "maxLag")
+      const dup = yield* Effect.flip(withRouter(Effect.void, {
+        replicas: rs.replicas.map((r) => ({ name: "r", url: Redacted.make(r.url) }))
+      }))
+      assert.include(dup.message, "duplicate server name")
+      const rejoin = yield* Effect.flip(withRouter(Effect.void, { maxLag: "1 second", rejoinLag: "2 seconds" }))
+      assert.include(rejoin.message, "rejoinLag")
     }))
 
   it.live("every statement of a transaction runs on the primary, wherever it was opened", () =>
@@ -239,4 +260,12 @@ describe("PgRouter: read/write splitting over a primary and two streaming replic
         assert.notStrictEqual(yield* SqlRouter.withRead(port), rs.primary.port)
       }).pipe(Effect.provide(layer), Effect.ensuring(io(() => rs.primary.start())))
     }))
+
+  it.live("a promoted replica is no longer read from (last: the promotion is for good)", () =>
+    withRouter(Effect.gen(function*() {
+      yield* io(() => rs.promote(rs.replicas[1]!))
+      const s = yield* waitFor(status("replica2"), (s) => s.status === "promoted", 5)
+      assert.include(s.reason!, "not in recovery")
+      assert.deepStrictEqual(yield* spread(6), { primary: 0, r1: 6, r2: 0 })
+    })))
 })

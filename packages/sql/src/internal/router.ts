@@ -79,6 +79,8 @@ const resolve = (options: SqlRouter.Options): Effect.Effect<Resolved, InvalidCon
     }
   })
 
+type ReplicaPosition = { readonly inRecovery: boolean; readonly position: bigint | undefined }
+
 /** A statement, run against one server's connection. */
 type Run<X> = (conn: Connection) => Effect.Effect<X, SqlError>
 
@@ -93,7 +95,7 @@ class Router {
   replicaChecks = 0
   private readonly fallbackCounter: Metric.Metric.Counter<number>
   private readonly primaryLookup: SharedLookup<bigint>
-  private readonly checks: Map<Member, SharedLookup<{ readonly inRecovery: boolean; readonly position: bigint | undefined }>>
+  private readonly checks: Map<Member, SharedLookup<ReplicaPosition>>
 
   constructor(
     readonly options: Resolved,

@@ -45,7 +45,9 @@ const banLength = (policy: BanPolicy) => Effect.map(Random.next, (r) => policy.t
 /** A connect went through: the failure streak, and any ban (as during an unban-all), ends. @internal */
 export const recordSuccess = (health: TRef.TRef<Health>): Effect.Effect<void> =>
   STM.commit(TRef.update(health, (h) =>
-    h.failures === 0 && h.bannedUntil === undefined ? h : { ...h, failures: 0, bannedUntil: undefined, epoch: h.epoch + 1 }
+    h.failures === 0 && h.bannedUntil === undefined
+      ? h
+      : { ...h, failures: 0, bannedUntil: undefined, epoch: h.epoch + 1 }
   ))
 
 /** A connect failed; returns whether this failure banned the server. @internal */
@@ -112,7 +114,9 @@ export const probe = <A, R>(
     Effect.timeoutFail({
       duration: timeout,
       onTimeout: () =>
-        new ConnectionError({ reason: `server "${server}": probe got no connection within ${Duration.format(timeout)}` })
+        new ConnectionError({
+          reason: `server "${server}": probe got no connection within ${Duration.format(timeout)}`
+        })
     })
   )
 

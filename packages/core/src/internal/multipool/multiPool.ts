@@ -172,7 +172,13 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
       got._tag === "Some" ? Effect.succeed(got.value) : Effect.flatMap(this.aggregateStats, (stats) => {
         const timeout = Duration.millis(this.options.acquireTimeout)
         return Effect.fail(
-          new PoolTimeout({ pool: `${this.name} (at ${server.name})`, phase: "waiting", timeout, waited: timeout, stats })
+          new PoolTimeout({
+            pool: `${this.name} (at ${server.name})`,
+            phase: "waiting",
+            timeout,
+            waited: timeout,
+            stats
+          })
         )
       }))
   }
@@ -243,7 +249,11 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
     const server = Number.isInteger(index) ? this.members[index] : undefined
     return server === undefined
       ? Effect.fail(
-        new InvalidConfig({ option: "server", value: index, reason: `no server at index ${index} (0..${this.members.length - 1})` })
+        new InvalidConfig({
+          option: "server",
+          value: index,
+          reason: `no server at index ${index} (0..${this.members.length - 1})`
+        })
       )
       : Effect.succeed(server)
   }
