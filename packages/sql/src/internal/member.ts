@@ -18,6 +18,9 @@ const reserving = (client: SqlClient.SqlClient): Connection => ({
     Stream.unwrapScoped(Effect.map(client.reserve, (c) => c.executeStream(sql, params, transformRows)))
 })
 
+/** Bumped by every status change, so the router recomputes its list of usable replicas only then. @internal */
+export const statuses = { version: 0 }
+
 /**
  * One server as the router sees it. Its status and lag are written by its lag fiber (and by a read that could not
  * reach it), read by every routing decision: plain fields, one writer each, no transaction needed.
@@ -25,7 +28,7 @@ const reserving = (client: SqlClient.SqlClient): Connection => ({
  */
 export class Member {
   readonly connection: Connection
-  status: SqlRouter.ReplicaStatus = "up"
+  private _status: SqlRouter.ReplicaStatus = "up"
   reason: string | undefined = undefined
   lagMillis = 0
   lagBytes = 0
@@ -54,6 +57,30 @@ export class Member {
     this.readCounter = tagged(Metric.tagged(metrics.statements, metrics.attributes.route, "read"))
     this.writeCounter = tagged(Metric.tagged(metrics.statements, metrics.attributes.route, "write"))
     this.lagGauge = tagged(metrics.lag)
+  }
+
+  get status(): SqlRouter.ReplicaStatus {
+    return this._status
+  }
+
+  set status(status: SqlRouter.ReplicaStatus) {
+    if (status !== this._status) statuses.version++
+    this._status = status
+  }
+
+  private flushed = { reads: 0, writes: 0 }
+
+  /** The reads and writes counted since the last flush, into the metrics. */
+  get flushMetrics(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      const reads = this.reads - this.flushed.reads
+      const writes = this.writes - this.flushed.writes
+      this.flushed = { reads: this.reads, writes: this.writes }
+      return Effect.zipRight(
+        reads > 0 ? Metric.incrementBy(this.readCounter, reads) : Effect.void,
+        writes > 0 ? Metric.incrementBy(this.writeCounter, writes) : Effect.void
+      )
+    })
   }
 
   get name(): string {

@@ -4,21 +4,25 @@ import * as Client from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import { hasProperty } from "effect/Predicate"
 import * as Random from "effect/Random"
+import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type * as SqlRouter from "../SqlRouter.js"
 import { ReplicasUnavailable, WriteOnReplica } from "../SqlRouter.js"
 import * as lag from "./lag.js"
 import { SharedLookup } from "./freshness.js"
-import { Member } from "./member.js"
+import { Member, statuses } from "./member.js"
 import * as metrics from "./metrics.js"
-import { currentRoute, currentToken, recordWrite } from "./session.js"
+import { currentRoute, currentToken, recordWrite, type Token } from "./session.js"
+
+const noneTried: ReadonlyArray<Member> = []
 
 interface Resolved {
   readonly name: string
@@ -130,12 +134,31 @@ class Router {
   write<X>(run: Run<X>): Effect.Effect<X, SqlError> {
     const primary = this.primary
     primary.writes++
-    const effect = Effect.zipLeft(run(primary.connection), Metric.increment(primary.writeCounter))
+    const effect = run(primary.connection)
     if (this.options.readYourWrites === false || this.replicas.length === 0) return effect
-    return Effect.tap(effect, () => Effect.flatMap(Clock.currentTimeMillis, recordWrite))
+    return Effect.tap(effect, () => this.markWritten)
   }
 
-  readonly markWritten: Effect.Effect<void> = Effect.flatMap(Clock.currentTimeMillis, recordWrite)
+  readonly markWritten: Effect.Effect<void> = Effect.withFiberRuntime((fiber) =>
+    recordWrite(fiber, Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis())
+  )
+
+  private upCache: ReadonlyArray<Member> = []
+  private upVersion = -1
+
+  /** The replicas that are up, recomputed only when a status changed. */
+  private up(): ReadonlyArray<Member> {
+    if (this.upVersion !== statuses.version) {
+      this.upVersion = statuses.version
+      this.upCache = this.replicas.filter((r) => r.status === "up")
+    }
+    return this.upCache
+  }
+
+  /** Adds the statements counted since the last flush to the metrics (per statement would cost more than routing). */
+  readonly flushMetrics: Effect.Effect<void> = Effect.suspend(() =>
+    Effect.forEach([this.primary, ...this.replicas], (m) => m.flushMetrics, { discard: true })
+  )
 
   /** The position a read must see (read-your-writes), or `"primary"` when only the primary will do. */
   private readonly required: Effect.Effect<bigint | "primary" | undefined, SqlError> = Effect.flatMap(
@@ -257,7 +280,7 @@ class Router {
 
   private onPrimary<X>(run: Run<X>): Effect.Effect<X, SqlError> {
     this.primary.reads++
-    return Effect.zipLeft(run(this.primary.connection), Metric.increment(this.primary.readCounter))
+    return run(this.primary.connection)
   }
 
   private onReplica<X>(replica: Member, run: Run<X>): Effect.Effect<X, SqlError> {
@@ -266,19 +289,19 @@ class Router {
       replica.reads++
       return run(replica.connection).pipe(
         Effect.ensuring(Effect.sync(() => void replica.inFlight--)),
-        Effect.zipLeft(Metric.increment(replica.readCounter)),
-        Effect.catchIf(
-          (e) => this.replication?.isReadOnlyViolation?.(e) === true,
-          (e) => {
+        Effect.catchAll((e) => {
+          if (this.replication?.isReadOnlyViolation?.(e) === true) {
             const cause = new WriteOnReplica({ replica: replica.name, cause: e })
             return Effect.fail(new SqlError({ cause, message: cause.message }))
           }
-        )
+          return Effect.fail(e)
+        })
       )
     })
   }
 
   private usable(required: bigint | undefined, tried: ReadonlyArray<Member>): ReadonlyArray<Member> {
+    if (required === undefined && tried.length === 0) return this.up()
     return this.replicas.filter((r) =>
       r.status === "up" && !tried.includes(r) &&
       (required === undefined || (r.position !== undefined && r.position >= required))
@@ -286,24 +309,31 @@ class Router {
   }
 
   /** Runs on a usable replica; one that cannot be reached is marked down and the next is tried. */
-  read<X>(run: Run<X>): Effect.Effect<X, SqlError> {
+  read<X>(run: Run<X>, token: Token | undefined): Effect.Effect<X, SqlError> {
+    if (token === undefined) return this.readAnywhere(run, undefined)
     return Effect.flatMap(this.required, (required) => {
-      if (required === "primary") return this.pinned(run)
-      const attempt = (tried: ReadonlyArray<Member>): Effect.Effect<X, SqlError> => {
-        const candidates = this.usable(required, tried)
-        if (candidates.length === 0) return this.fallback(run, required, tried)
-        return Effect.flatMap(this.pick(candidates), (replica) =>
-          Effect.catchIf(this.onReplica(replica, run), (e) => this.retryable(e), (e) => {
-            lag.markDown(replica, `unreachable: ${e.message}`)
-            return attempt([...tried, replica])
-          }))
-      }
-      return attempt([])
+      return required === "primary" ? this.pinned(run) : this.readAnywhere(run, required)
     })
   }
 
+  /** On a usable replica that has `required`; one that cannot be reached is marked down and the next is tried. */
+  private readAnywhere<X>(run: Run<X>, required: bigint | undefined): Effect.Effect<X, SqlError> {
+    const attempt = (tried: ReadonlyArray<Member>): Effect.Effect<X, SqlError> => {
+      const candidates = this.usable(required, tried)
+      if (candidates.length === 0) return this.fallback(run, required, tried)
+      return Effect.flatMap(this.pick(candidates), (replica) =>
+        Effect.catchIf(this.onReplica(replica, run), (e) => this.retryable(e), (e) => {
+          lag.markDown(replica, `unreachable: ${e.message}`)
+          return attempt([...tried, replica])
+        }))
+    }
+    return attempt(noneTried)
+  }
+
   route<X>(run: Run<X>): Effect.Effect<X, SqlError> {
-    return Effect.flatMap(FiberRef.get(currentRoute), (route) => route === "read" ? this.read(run) : this.write(run))
+    return Effect.withFiberRuntime((fiber) =>
+      fiber.getFiberRef(currentRoute) === "read" ? this.read(run, fiber.getFiberRef(currentToken)) : this.write(run)
+    )
   }
 
   /** The routing `Connection`: each statement is routed when it runs, from the fiber's context. */
@@ -371,6 +401,10 @@ export const make = (
         for (const r of replicas) yield* Effect.forkScoped(lag.pinger(r, policy))
       }
     }
+    yield* Effect.addFinalizer(() => router.flushMetrics)
+    yield* Effect.forkScoped(
+      Effect.repeat(router.flushMetrics, Schedule.spaced(Duration.millis(policy.interval)))
+    )
     const sql = yield* Client.make({
       acquirer: Effect.succeed(router.connection),
       transactionAcquirer: options.primary.client.reserve,

@@ -1,5 +1,6 @@
 import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import { globalValue } from "effect/GlobalValue"
 import { hasProperty } from "effect/Predicate"
@@ -56,16 +57,14 @@ export const currentToken = globalValue(
 )
 
 /** Records a completed write for the fiber (or its session). @internal */
-export const recordWrite = (now: number): Effect.Effect<void> =>
-  Effect.flatMap(FiberRef.get(currentToken), (token) => {
-    if (token?.shared === true) {
-      token.writtenAt = now
-      token.sequence = nextSequence()
-      token.position = undefined
-      return Effect.void
-    }
-    return FiberRef.set(currentToken, new Token(now, nextSequence(), undefined, false))
-  })
+export const recordWrite = (fiber: Fiber.RuntimeFiber<unknown, unknown>, now: number): Effect.Effect<void> => {
+  const token = fiber.getFiberRef(currentToken)
+  if (token?.shared !== true) return FiberRef.set(currentToken, new Token(now, nextSequence(), undefined, false))
+  token.writtenAt = now
+  token.sequence = nextSequence()
+  token.position = undefined
+  return Effect.void
+}
 
 /** Router errors travel as an SqlError's cause through @effect/sql (its statements fail with SqlError only). */
 const routerCause = (e: unknown): ReplicasUnavailable | WriteOnReplica | undefined => {
