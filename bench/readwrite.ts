@@ -34,7 +34,10 @@ interface Result {
   readonly p99: number
   /** Statements per server name. */
   readonly share: Record<string, number>
+  /** Round trips for read-your-writes: primary position lookups, replica replay checks. */
   readonly lookups: number
+  readonly checks: number
+  readonly writes: number
 }
 
 type Env = SqlClient.SqlClient
@@ -140,12 +143,17 @@ const measure = async (rs: ReplicaSet, subject: Subject, seconds: number): Promi
       p50: latencies[Math.floor(latencies.length * 0.5)] ?? NaN,
       p99: latencies[Math.floor(latencies.length * 0.99)] ?? NaN,
       share,
-      lookups: after.positionLookups + after.replicaChecks - before.positionLookups - before.replicaChecks
+      lookups: after.positionLookups - before.positionLookups,
+      checks: after.replicaChecks - before.replicaChecks,
+      writes: share["primary"] ?? 0
     }
   } finally {
     await close()
   }
 }
+
+const perWrite = (r: Result): string =>
+  `${(r.lookups / r.writes).toFixed(2)} primary lookups + ${(r.checks / r.writes).toFixed(2)} replica checks per write`
 
 const shareLine = (share: Record<string, number>): string => {
   const total = Object.values(share).reduce((a, b) => a + b, 0)
@@ -174,14 +182,14 @@ export const main = async (): Promise<void> => {
     console.log(machineLine())
     console.log(`- ${rounds} rounds of ${seconds} s per client, medians; a shared, noisy 2-core machine`)
     console.log("")
-    console.log("| client | queries/s | vs plain | p50 | p99 | share per server | position round trips |")
+    console.log("| client | queries/s | vs plain | p50 | p99 | share per server | read-your-writes round trips |")
     console.log("|---|---|---|---|---|---|---|")
     for (const s of subjects) {
       const last = results.get(s.name)!.at(-1)!
       console.log(
         `| ${s.name} | ${rate(med(s.name, (r) => r.qps))} | ${times(med(s.name, (r) => r.qps) / plain, 2)} | ` +
           `${ms(med(s.name, (r) => r.p50))} | ${ms(med(s.name, (r) => r.p99))} | ${shareLine(last.share)} | ` +
-          `${s.name === ROUTER_RYW ? String(med(s.name, (r) => r.lookups)) : "—"} |`
+          `${s.name === ROUTER_RYW ? perWrite(last) : "—"} |`
       )
     }
     console.log("")
@@ -191,9 +199,9 @@ export const main = async (): Promise<void> => {
     const targets: Array<Target> = [
       { name: "router on 1 replica ≥ 0.95× plain PgClient on it", value: times(ratio, 2), met: ratio >= 0.95 },
       {
-        name: "read-your-writes: most reads on replicas, round trips ≤ 1 per write",
-        value: `${shareLine(ryw.share)}; ${ryw.lookups} round trips for ${ryw.share["primary"] ?? 0} writes`,
-        met: reads > 0 && ryw.lookups <= (ryw.share["primary"] ?? 0)
+        name: "read-your-writes: reads on replicas, ≤ 1 extra round trip per write",
+        value: `${shareLine(ryw.share)}; ${perWrite(ryw)}`,
+        met: reads > 0 && ryw.lookups + ryw.checks <= ryw.writes
       }
     ]
     printSummary(began, [], "Checks passed.", targets)

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { SqlRouter } from "@connection-pool/sql"
 import { SqlClient } from "@effect/sql"
-import { Config, ConfigProvider, Effect, Exit, Fiber, Layer, Metric, Redacted } from "effect"
+import { Config, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Metric, Redacted } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import { PgRouter } from "../src/index.js"
 import type { PgRouterConfig } from "../src/PgRouter.js"
@@ -183,6 +183,28 @@ describe("PgRouter: read/write splitting over a primary and two streaming replic
       }))
       assert.strictEqual(live.stale, 0)
       assert.isAbove(live.replicaReads, 500)
+    }).pipe(Effect.ensuring(Effect.forEach(rs.replicas, (r) => io(() => rs.resumeReplay(r).catch(() => {}))))))
+
+  it.live("SqlRouter.session shares read-your-writes among the fibers of a request", () =>
+    Effect.gen(function*() {
+      for (const r of rs.replicas) yield* io(() => rs.pauseReplay(r))
+      const [shared, separate] = yield* withRouter(Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        // a writer and a reader on sibling fibers: the reader starts once the write is done
+        const siblings = (id: number) =>
+          Effect.gen(function*() {
+            const written = yield* Deferred.make<void>()
+            const writer = Effect.zipRight(sql`INSERT INTO kv VALUES (${id}, 'x')`, Deferred.succeed(written, undefined))
+            const reader = Effect.zipRight(
+              Deferred.await(written),
+              SqlRouter.withRead(sql<{ v: string }>`SELECT v FROM kv WHERE id = ${id}`)
+            )
+            const [rows] = yield* Effect.all([reader, writer], { concurrency: 2 })
+            return rows.length
+          })
+        return [yield* SqlRouter.session(siblings(40_000)), yield* siblings(40_001)] as const
+      }), { maxLag: "1 minute" })
+      assert.deepStrictEqual([shared, separate], [1, 0]) // outside a session, a sibling's write is not this fiber's
     }).pipe(Effect.ensuring(Effect.forEach(rs.replicas, (r) => io(() => rs.resumeReplay(r).catch(() => {}))))))
 
   it.live("a replica killed under a 100-fiber read load: reads move on, only those in flight there fail", () =>

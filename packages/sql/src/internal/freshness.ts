@@ -13,7 +13,10 @@ import { nextSequence } from "./session.js"
  * @internal
  */
 export class SharedLookup<A> {
+  /** The last lookup sent, with its place in the order of events. */
   private latest: { readonly sequence: number; readonly result: Deferred.Deferred<A, SqlError> } | undefined
+  /** A lookup about to be sent: every reader that comes before it is sent can join it. */
+  private pending: Deferred.Deferred<A, SqlError> | undefined
 
   constructor(
     private readonly scope: Scope.Scope,
@@ -21,17 +24,24 @@ export class SharedLookup<A> {
     private readonly onRoundTrip: () => void
   ) {}
 
-  /** A result of a lookup started after `sequence`. */
+  /** A result of a lookup sent after event `sequence`. */
   after(sequence: number): Effect.Effect<A, SqlError> {
-    const latest = this.latest
-    if (latest !== undefined && latest.sequence > sequence) return Deferred.await(latest.result)
     return Effect.suspend(() => {
+      const latest = this.latest
+      if (latest !== undefined && latest.sequence > sequence) return Deferred.await(latest.result)
+      if (this.pending !== undefined) return Deferred.await(this.pending)
       const result = Deferred.unsafeMake<A, SqlError>(FiberId.none)
-      this.latest = { sequence: nextSequence(), result }
-      this.onRoundTrip()
-      // in the router's scope: a reader interrupted while waiting does not cancel the lookup for the others
+      this.pending = result
+      // sent after a yield, so that the readers of this scheduler round share it; in the router's scope, so that a
+      // reader interrupted while waiting does not cancel it for the others
+      const send = Effect.suspend(() => {
+        this.pending = undefined
+        this.latest = { sequence: nextSequence(), result }
+        this.onRoundTrip()
+        return Effect.flatMap(Effect.exit(this.query), (exit) => Deferred.done(result, exit))
+      })
       return Effect.zipRight(
-        Effect.forkIn(Effect.flatMap(Effect.exit(this.query), (exit) => Deferred.done(result, exit)), this.scope),
+        Effect.forkIn(Effect.zipRight(Effect.yieldNow(), send), this.scope),
         Deferred.await(result)
       )
     })
