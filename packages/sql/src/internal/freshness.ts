@@ -6,17 +6,18 @@ import type * as Scope from "effect/Scope"
 import { nextSequence } from "./session.js"
 
 /**
- * One position lookup shared by every reader it can serve. Sequence numbers order lookups after writes (both are
- * taken on the one JavaScript thread): a lookup started after a write completed sees a position at or past it.
- * A reader whose write came before the latest lookup (in flight or done) joins it instead of asking the server
- * again, so concurrent readers cost one round trip per batch, not one each.
+ * Position lookups on one server, shared by every reader they can serve. Sequence numbers order lookups after
+ * writes (both are taken on the one JavaScript thread): a lookup sent after a write completed sees a position at
+ * or past it. One lookup is in flight at a time; readers that cannot use it queue for the next, which all of them
+ * share, so a busy router pays a round trip per round trip's worth of writes, not one per write.
  * @internal
  */
 export class SharedLookup<A> {
   /** The last lookup sent, with its place in the order of events. */
   private latest: { readonly sequence: number; readonly result: Deferred.Deferred<A, SqlError> } | undefined
-  /** A lookup about to be sent: every reader that comes before it is sent can join it. */
-  private pending: Deferred.Deferred<A, SqlError> | undefined
+  /** The next lookup, sent when the one in flight is done. */
+  private next: Deferred.Deferred<A, SqlError> | undefined
+  private sending = false
 
   constructor(
     private readonly scope: Scope.Scope,
@@ -29,21 +30,30 @@ export class SharedLookup<A> {
     return Effect.suspend(() => {
       const latest = this.latest
       if (latest !== undefined && latest.sequence > sequence) return Deferred.await(latest.result)
-      if (this.pending !== undefined) return Deferred.await(this.pending)
+      if (this.next !== undefined) return Deferred.await(this.next)
       const result = Deferred.unsafeMake<A, SqlError>(FiberId.none)
-      this.pending = result
-      // sent after a yield, so that the readers of this scheduler round share it; in the router's scope, so that a
-      // reader interrupted while waiting does not cancel it for the others
-      const send = Effect.suspend(() => {
-        this.pending = undefined
+      this.next = result
+      if (this.sending) return Deferred.await(result)
+      this.sending = true
+      // in the router's scope: a reader interrupted while waiting does not cancel the lookup for the others
+      return Effect.zipRight(Effect.forkIn(this.sender, this.scope), Deferred.await(result))
+    })
+  }
+
+  /** Sends the queued lookups one after another, until none is left. */
+  private readonly sender: Effect.Effect<void> = Effect.whileLoop({
+    while: () => {
+      if (this.next === undefined) this.sending = false
+      return this.next !== undefined
+    },
+    body: () =>
+      Effect.suspend(() => {
+        const result = this.next!
+        this.next = undefined
         this.latest = { sequence: nextSequence(), result }
         this.onRoundTrip()
         return Effect.flatMap(Effect.exit(this.query), (exit) => Deferred.done(result, exit))
-      })
-      return Effect.zipRight(
-        Effect.forkIn(Effect.zipRight(Effect.yieldNow(), send), this.scope),
-        Deferred.await(result)
-      )
-    })
-  }
+      }),
+    step: () => {}
+  })
 }

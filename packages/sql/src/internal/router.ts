@@ -111,16 +111,21 @@ class Router {
   ) {
     this.fallbackCounter = metrics.fallbacks.pipe(Metric.tagged(metrics.attributes.router, options.name))
     const unknown = Effect.dieMessage("no replication positions") as Effect.Effect<never>
+    const bounded = <A>(query: Effect.Effect<A, SqlError>) =>
+      Effect.timeoutFail(query, {
+        duration: Duration.millis(options.policy.timeout),
+        onTimeout: () => new SqlError({ message: `position lookup took longer than ${options.policy.timeout} ms` })
+      })
     this.primaryLookup = new SharedLookup(
       scope,
-      replication === undefined ? unknown : replication.primaryPosition(primary.client),
+      replication === undefined ? unknown : bounded(replication.primaryPosition(primary.client)),
       () => void this.positionLookups++
     )
     this.checks = new Map(replicas.map((r) => [
       r,
       new SharedLookup(
         scope,
-        replication === undefined ? unknown : replication.replicaPosition(r.client),
+        replication === undefined ? unknown : bounded(replication.replicaPosition(r.client)),
         () => void this.replicaChecks++
       )
     ]))
