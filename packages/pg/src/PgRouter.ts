@@ -116,6 +116,10 @@ export const make = (
       selection,
       ...shared
     } = rest
+    yield* SqlRouter.validate(rest, {
+      primary: primaryConfig.name ?? "primary",
+      replicas: replicaConfigs.map((r, i) => r.name ?? `replica${i + 1}`)
+    })
     const build = (server: ServerConfig, fallbackName: string, readOnly: boolean) =>
       Effect.gen(function*() {
         const serverName = server.name ?? fallbackName

@@ -272,3 +272,15 @@ export const session: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect
 export const make: (
   options: Options
 ) => Effect.Effect<SqlRouter, InvalidConfig, Scope.Scope | Reactivity.Reactivity> = internal.make
+
+/**
+ * Checks routing options and server names as `make` does, before any server is connected to (a layer that opens
+ * pools first can fail fast on a bad option).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const validate: (
+  config: RouterConfig,
+  servers: { readonly primary: string; readonly replicas: ReadonlyArray<string> }
+) => Effect.Effect<void, InvalidConfig> = internal.validate

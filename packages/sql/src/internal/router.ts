@@ -43,7 +43,23 @@ const millis = (option: string, input: Duration.DurationInput | undefined, fallb
     : Effect.fail(invalid(option, input, "must be a positive, finite duration"))
 }
 
-const resolve = (options: SqlRouter.Options): Effect.Effect<Resolved, InvalidConfig> =>
+type Checked = SqlRouter.RouterConfig & {
+  readonly primary: { readonly name: string }
+  readonly replicas: ReadonlyArray<{ readonly name: string }>
+}
+
+/** @internal */
+export const validate = (
+  config: SqlRouter.RouterConfig,
+  servers: { readonly primary: string; readonly replicas: ReadonlyArray<string> }
+): Effect.Effect<void, InvalidConfig> =>
+  Effect.asVoid(resolve({
+    ...config,
+    primary: { name: servers.primary },
+    replicas: (servers.replicas ?? []).map((name) => ({ name }))
+  }))
+
+const resolve = (options: Checked): Effect.Effect<Resolved, InvalidConfig> =>
   Effect.gen(function*() {
     const name = options.name ?? "router"
     if (typeof name !== "string" || name.length === 0) return yield* invalid("name", name, "must be a non-empty string")
