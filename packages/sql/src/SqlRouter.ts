@@ -26,6 +26,7 @@ import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import * as options from "./internal/options.js"
 import * as internal from "./internal/router.js"
 import * as sessions from "./internal/session.js"
 
@@ -283,4 +284,4 @@ export const make: (
 export const validate: (
   config: RouterConfig,
   servers: { readonly primary: string; readonly replicas: ReadonlyArray<string> }
-) => Effect.Effect<void, InvalidConfig> = internal.validate
+) => Effect.Effect<void, InvalidConfig> = options.validate
