@@ -1,6 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { SqlRouter } from "@connection-pool/sql"
+import * as Reactivity from "@effect/experimental/Reactivity"
 import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
 import { Config, ConfigProvider, Deferred, Effect, Exit, Fiber, Layer, Metric, Redacted } from "effect"
 import { afterAll, beforeAll } from "vitest"
 import { PgRouter } from "../src/index.js"
@@ -281,6 +283,37 @@ describe("PgRouter: read/write splitting over a primary and two streaming replic
         assert.notStrictEqual(yield* SqlRouter.withRead(port), rs.primary.port)
       }).pipe(Effect.provide(layer), Effect.ensuring(io(() => rs.primary.start())))
     }))
+
+  it.live("SqlRouter over any @effect/sql clients (here sql-pg's own): routing, and read-your-writes by time", () =>
+    Effect.gen(function*() {
+      const client = (url: string) =>
+        Effect.provide(PgClient.make({ url: Redacted.make(url), maxConnections: 2 }), Reactivity.layer)
+      const primary = yield* client(rs.primary.url)
+      const replicas = yield* Effect.forEach(rs.replicas, (r) => client(r.url))
+      const router = yield* Effect.provide(
+        SqlRouter.make({
+          primary: { name: "p", client: primary },
+          replicas: replicas.map((c, i) => ({ name: `r${i}`, client: c })),
+          compiler: PgClient.makeCompiler(),
+          lagInterval: "50 millis",
+          readYourWritesWindow: "1 second"
+        }),
+        Reactivity.layer
+      )
+      const ports = yield* Effect.provideService(
+        Effect.gen(function*() {
+          const reads = yield* Effect.all([SqlRouter.withRead(port), SqlRouter.withRead(port)])
+          const sql = yield* SqlClient.SqlClient
+          yield* sql`INSERT INTO kv VALUES (50000, 'x')`
+          // no replication positions given: the time window keeps this fiber's reads on the primary
+          return [...reads, yield* SqlRouter.withRead(port)]
+        }),
+        SqlClient.SqlClient,
+        router.client
+      )
+      assert.deepStrictEqual(ports, [rs.replicas[0]!.port, rs.replicas[1]!.port, rs.primary.port])
+      assert.strictEqual((yield* router.stats).pinnedReads, 1)
+    }).pipe(Effect.scoped))
 
   it.live("a promoted replica is no longer read from (last: the promotion is for good)", () =>
     withRouter(Effect.gen(function*() {
