@@ -18,7 +18,7 @@ describe("README: MultiPool", () => {
     Effect.gen(function*() {
       assert.strictEqual(
         yield* main,
-        "db1 ran SELECT 1, db3 ran SELECT 1, db3 ran SELECT 1, db1 ran SELECT 1; healthy: 2/3"
+        "db1 ran SELECT 1, db3 ran SELECT 1, db1 ran SELECT 1, db3 ran SELECT 1; healthy: 2/3"
       )
     }))
 })

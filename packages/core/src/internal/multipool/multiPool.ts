@@ -44,13 +44,13 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
   readonly name: string
   readonly servers: ReadonlyArray<string>
   private closed = false
-  private readonly pick: (candidates: ReadonlyArray<selection.Candidate>) => Effect.Effect<selection.Candidate>
+  private readonly selector: ReturnType<typeof selection.make>
   private readonly owners = new Map<A, Server<A>>()
 
   constructor(readonly options: Resolved, readonly members: ReadonlyArray<Server<A>>) {
     this.name = options.name
     this.servers = members.map((s) => s.name)
-    this.pick = selection.make(options.selection, members.length)
+    this.selector = selection.make(options.selection, members.length)
   }
 
   pipe() {
@@ -106,7 +106,10 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
             : this.options.acquireTimeout - ((yield* Clock.currentTimeMillis) - start)
           if (remaining !== undefined && remaining <= 0) return yield* this.exhausted(tried)
           const exit = yield* Effect.exit(this.counted(server, attempt(server, remaining)))
-          if (Exit.isSuccess(exit)) return exit.value
+          if (Exit.isSuccess(exit)) {
+            if (tried.length > 0) this.selector.failedOverTo(server.index)
+            return exit.value
+          }
           const error = exit.cause._tag === "Fail" ? exit.cause.error : undefined
           if (error === undefined || !next(error)) return yield* exit
           tried.push([server, error])
@@ -120,7 +123,7 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
 
   private readonly first: Effect.Effect<Server<A>, NoHealthyServer> = Effect.flatMap(
     this.candidates,
-    (usable) => Effect.map(this.pick(usable), (c) => this.members[c.index]!)
+    (usable) => Effect.map(this.selector.pick(usable), (c) => this.members[c.index]!)
   )
 
   /** The next usable server after `server` (in server order, wrapping round) that has not been tried. */

@@ -22,7 +22,7 @@ export const make = (selection: MultiPool.Selection, total: number) => {
     cursor = (chosen.index + 1) % total
     return chosen
   }
-  return (candidates: ReadonlyArray<Candidate>): Effect.Effect<Candidate> => {
+  const pick = (candidates: ReadonlyArray<Candidate>): Effect.Effect<Candidate> => {
     if (candidates.length === 1) {
       if (selection === "round-robin") cursor = (candidates[0]!.index + 1) % total
       return Effect.succeed(candidates[0]!)
@@ -52,4 +52,10 @@ export const make = (selection: MultiPool.Selection, total: number) => {
         })
     }
   }
+
+  /** A failover landed on server `index`: round-robin's next turn is the one after it. */
+  const failedOverTo = (index: number): void => {
+    if (selection === "round-robin") cursor = (index + 1) % total
+  }
+  return { pick, failedOverTo }
 }
