@@ -28,6 +28,7 @@
  */
 import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
+import { dual } from "effect/Function"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
@@ -228,3 +229,55 @@ export const layer: <I, A, R = never>(
   tag: Context.Tag<I, MultiPool<A>>,
   options: Options<A, R>
 ) => Layer.Layer<I, InvalidConfig, R> = internal.layer
+
+/**
+ * @since 0.2.0
+ * @category combinators
+ */
+export const withConnection: {
+  <A, X, E, R>(
+    f: (conn: A) => Effect.Effect<X, E, R>
+  ): (self: MultiPool<A>) => Effect.Effect<X, E | PoolError | NoHealthyServer, R>
+  <A, X, E, R>(
+    self: MultiPool<A>,
+    f: (conn: A) => Effect.Effect<X, E, R>
+  ): Effect.Effect<X, E | PoolError | NoHealthyServer, R>
+} = dual(2, <A, X, E, R>(self: MultiPool<A>, f: (conn: A) => Effect.Effect<X, E, R>) => self.withConnection(f))
+
+/**
+ * @since 0.2.0
+ * @category combinators
+ */
+export const withConnectionTry: {
+  <A, X, E, R>(
+    f: (conn: A) => Effect.Effect<X, E, R>
+  ): (self: MultiPool<A>) => Effect.Effect<X, E | PoolError | NoHealthyServer, R>
+  <A, X, E, R>(
+    self: MultiPool<A>,
+    f: (conn: A) => Effect.Effect<X, E, R>
+  ): Effect.Effect<X, E | PoolError | NoHealthyServer, R>
+} = dual(2, <A, X, E, R>(self: MultiPool<A>, f: (conn: A) => Effect.Effect<X, E, R>) => self.withConnectionTry(f))
+
+/**
+ * @since 0.2.0
+ * @category combinators
+ */
+export const markUnhealthy: {
+  (index: number): <A>(self: MultiPool<A>) => Effect.Effect<void, InvalidConfig>
+  <A>(self: MultiPool<A>, index: number): Effect.Effect<void, InvalidConfig>
+} = dual(2, <A>(self: MultiPool<A>, index: number) => self.markUnhealthy(index))
+
+/**
+ * @since 0.2.0
+ * @category combinators
+ */
+export const markHealthy: {
+  (index: number): <A>(self: MultiPool<A>) => Effect.Effect<void, InvalidConfig>
+  <A>(self: MultiPool<A>, index: number): Effect.Effect<void, InvalidConfig>
+} = dual(2, <A>(self: MultiPool<A>, index: number) => self.markHealthy(index))
+
+/**
+ * @since 0.2.0
+ * @category accessors
+ */
+export const stats = <A>(self: MultiPool<A>): Effect.Effect<MultiStats> => self.stats
