@@ -7,7 +7,8 @@ const suites: Record<string, () => Promise<void>> = {
   core: () => import("./core.js").then((suite) => suite.main()),
   pg: () => import("./pg.js").then((suite) => suite.main()),
   floor: () => import("./floor.js").then((suite) => suite.main()),
-  memory: () => import("./memory.js").then((suite) => suite.main())
+  memory: () => import("./memory.js").then((suite) => suite.main()),
+  readwrite: () => import("./readwrite.js").then((suite) => suite.main())
 }
 const defaults = ["core", "memory", "pg"]
 

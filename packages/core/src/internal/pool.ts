@@ -381,6 +381,9 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   traced = false
   /** Connects in a row that failed at capacity: the grower's backoff. Plain: it decides nothing in a transaction. */
   capacityStreak = 0
+  /** Connects begun, and the latest of them that succeeded: the breaker counts only failures begun after it. */
+  connects = 0
+  lastSuccess = 0
 
   constructor(
     public options: Resolved,
@@ -1010,12 +1013,14 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   create(target: Waiter<A> | undefined, kind: Kind): Effect.Effect<boolean> {
     return Effect.uninterruptibleMask((restore) => {
       const start = this.clock.unsafeCurrentTimeNanos()
+      const seq = ++this.connects
       const retries = kind === "waiter" ? this.options.connectRetries : 0
       return Effect.flatMap(
         Effect.zip(Effect.exit(restore(this.connect(retries))), Random.next),
         ([exit, random]) => {
-          if (Exit.isFailure(exit)) return Effect.as(this.connectFailed(exit.cause, target, kind, random), false)
+          if (Exit.isFailure(exit)) return Effect.as(this.connectFailed(exit.cause, target, kind, random, seq), false)
           this.capacityStreak = 0
+          if (seq > this.lastSuccess) this.lastSuccess = seq
           const now = this.now()
           const lifetime = this.options.maxLifetime * (1 - this.options.maxLifetimeJitter * random)
           const entry = new Entry(exit.value, now, now + lifetime)
@@ -1039,7 +1044,8 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     cause: Cause.Cause<ConnectionError | PoolTimeout>,
     target: Waiter<A> | undefined,
     kind: Kind,
-    random: number
+    random: number,
+    seq: number
   ): Effect.Effect<void> {
     const interrupted = Cause.isInterruptedOnly(cause)
     if (!interrupted) this.counters.connectFailures++
@@ -1054,7 +1060,8 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       let s: State<A> = patched(s0, { pending: s0.pending - 1 })
       const full = error._tag === "ConnectionError" && error.atCapacity === true && s.total > 0
       if (full) s = patched(s, { ceiling: Math.max(1, s.total + s.pending) })
-      else if (!interrupted) s = this.failedOnce(s, error, now, random, kind)
+      // a connect that began before the last one that succeeded says nothing about the server now
+      else if (!interrupted && seq > this.lastSuccess) s = this.failedOnce(s, error, now, random, kind)
       let recipient: Waiter<A> | undefined = undefined
       if (target !== undefined && target.status === WAITING) {
         target.status = TAKEN
