@@ -1,0 +1,351 @@
+import * as ConnectionPool from "@connection-pool/core/ConnectionPool"
+import { ConnectionError, type InvalidConfig, PoolClosed } from "@connection-pool/core/PoolError"
+import * as Cause from "effect/Cause"
+import type * as Clock from "effect/Clock"
+import * as Config from "effect/Config"
+import * as Deferred from "effect/Deferred"
+import * as Either from "effect/Either"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import { pipeArguments } from "effect/Pipeable"
+import { hasProperty } from "effect/Predicate"
+import * as Scope from "effect/Scope"
+import type * as net from "node:net"
+import type * as Connection from "../Connection.js"
+import type * as Endpoint from "../Endpoint.js"
+import * as TcpPool from "../TcpPool.js"
+import { ConnectionFailed, type InvalidEndpoint, isConnectError, type TcpPoolError } from "../TcpError.js"
+import { systemResolver } from "./connect.js"
+import type { ConnectionImpl } from "./connection.js"
+import { decode } from "./endpoint.js"
+import { EndpointState, type Shared } from "./endpointPool.js"
+import { Limiter } from "./limiter.js"
+import { resolve, type Resolved } from "./options.js"
+
+/** @internal */
+export const TypeId: TcpPool.TypeId = Symbol.for("@connection-pool/tcp/TcpPool") as TcpPool.TypeId
+
+/** @internal */
+export const isTcpPool = (u: unknown): u is TcpPool.TcpPool => hasProperty(u, TypeId)
+
+/** The core's `ConnectionError` carries our typed connect error as its cause: the caller sees that one. */
+const unwrap = (endpoint: Endpoint.Endpoint) => (error: unknown) => {
+  if (!(error instanceof ConnectionError)) return Effect.fail(error)
+  if (isConnectError(error.cause)) return Effect.fail(error.cause)
+  return Effect.fail(
+    new ConnectionFailed({
+      endpoint: endpoint.key,
+      attempts: error.attempts ?? 1,
+      lastError: error.cause ?? error.reason,
+      phase: "connect"
+    })
+  )
+}
+
+/** Ended in a value or a typed failure: the connection's state is known, so `onRelease` may look at it. */
+const cleanly = (exit: Exit.Exit<unknown, unknown>): boolean =>
+  Exit.isSuccess(exit) || !(Cause.isInterrupted(exit.cause) || Cause.isDie(exit.cause))
+
+const isCoreConnectionError = (error: unknown): error is ConnectionError => error instanceof ConnectionError
+
+class TcpPoolImpl implements TcpPool.TcpPool, Shared {
+  readonly [TypeId]: TcpPool.TypeId = TypeId
+  readonly endpoints = new Map<string, EndpointState>()
+  readonly sockets = new Set<net.Socket>()
+  /** Decoded string inputs, so that a hot loop borrowing from `"host:port"` parses it once. */
+  private readonly parsed = new Map<string, Either.Either<Endpoint.Endpoint, InvalidEndpoint>>()
+  closed = false
+
+  constructor(
+    readonly options: Resolved,
+    readonly protocol: TcpPool.Protocol,
+    readonly resolver: TcpPool.Resolver,
+    readonly limiter: Limiter,
+    readonly clock: Clock.Clock
+  ) {}
+
+  get name(): string {
+    return this.options.name
+  }
+
+  decode(input: Endpoint.Input): Either.Either<Endpoint.Endpoint, InvalidEndpoint> {
+    if (typeof input !== "string") return decode(input)
+    let decoded = this.parsed.get(input)
+    if (decoded === undefined) {
+      decoded = decode(input)
+      if (this.parsed.size >= 1024) this.parsed.clear()
+      this.parsed.set(input, decoded)
+    }
+    return decoded
+  }
+
+  /**
+   * The endpoint's state, made (and its pool started) on first use. Synchronous up to the pool's creation, so
+   * that counting the caller as a borrower cannot race an eviction.
+   */
+  enter(endpoint: Endpoint.Endpoint): EndpointState | undefined {
+    if (this.closed) return undefined
+    let ep = this.endpoints.get(endpoint.key)
+    if (ep === undefined) {
+      ep = new EndpointState(
+        endpoint,
+        this,
+        Effect.runSync(Scope.make()),
+        Deferred.unsafeMake(undefined as never)
+      )
+      this.endpoints.set(endpoint.key, ep)
+      ep.pending = this.start(ep)
+    }
+    ep.borrowers++
+    ep.acquiring++
+    ep.lastUsed = this.clock.unsafeCurrentTimeMillis()
+    return ep
+  }
+
+  /** Builds the endpoint's pool in its own scope, whoever asked first being interrupted or not. */
+  start(ep: EndpointState): Effect.Effect<ConnectionPool.ConnectionPool<ConnectionImpl>, PoolClosed> {
+    const build = ConnectionPool.make(ep.poolOptions).pipe(
+      Scope.extend(ep.scope),
+      Effect.orDieWith((error: InvalidConfig) => new Error(`options checked by make, yet: ${error.message}`)),
+      Effect.tap((pool) => {
+        ep.pool = pool
+        return Effect.logDebug(`endpoint ${ep.endpoint.key} added`)
+      }),
+      Effect.annotateLogs({ pool: this.name })
+    )
+    let started = false
+    return Effect.suspend(() => {
+      if (started) return Deferred.await(ep.ready)
+      started = true
+      return Effect.zipRight(Effect.uninterruptible(Deferred.complete(ep.ready, build)), Deferred.await(ep.ready))
+    })
+  }
+
+  /** Undoes `enter` for a caller that got no connection. */
+  leave(ep: EndpointState, lent: boolean): void {
+    ep.borrowers--
+    if (!lent) ep.acquiring--
+    ep.lastUsed = this.clock.unsafeCurrentTimeMillis()
+  }
+
+  poolOf(ep: EndpointState): Effect.Effect<ConnectionPool.ConnectionPool<ConnectionImpl>, PoolClosed> {
+    return ep.pool !== undefined ? Effect.succeed(ep.pool) : ep.pending!
+  }
+
+  /** `f` with the lend and give-back bookkeeping and the protocol's `onAcquire` / `onRelease` around it. */
+  use<X, E, R>(
+    ep: EndpointState,
+    conn: ConnectionImpl,
+    f: (conn: Connection.Connection) => Effect.Effect<X, E, R>
+  ): Effect.Effect<X, E | ConnectionFailed, R> {
+    ep.lend(conn)
+    const { onAcquire, onRelease } = this.protocol
+    const body = onAcquire === undefined ? f(conn) : Effect.zipRight(this.acquired(ep, conn, onAcquire), f(conn))
+    return Effect.onExit(body, (exit) => {
+      ep.giveBack(conn)
+      return onRelease === undefined || !cleanly(exit) ? Effect.void : onRelease(conn)
+    })
+  }
+
+  acquired(
+    ep: EndpointState,
+    conn: ConnectionImpl,
+    onAcquire: NonNullable<TcpPool.Protocol["onAcquire"]>
+  ): Effect.Effect<void, ConnectionFailed> {
+    return Effect.mapError(onAcquire(conn), (lastError) => {
+      conn.invalidate()
+      return new ConnectionFailed({ endpoint: ep.endpoint.key, attempts: 1, lastError, phase: "handshake" })
+    })
+  }
+
+  withConnection<X, E, R>(
+    input: Endpoint.Input,
+    f: (conn: Connection.Connection) => Effect.Effect<X, E, R>
+  ): Effect.Effect<X, E | TcpPoolError, R> {
+    return Effect.suspend(() => {
+      const decoded = this.decode(input)
+      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+      const endpoint = decoded.right
+      const ep = this.enter(endpoint)
+      if (ep === undefined) return Effect.fail(new PoolClosed({ pool: this.name }))
+      let lent = false
+      const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) =>
+        pool.withConnection((conn: ConnectionImpl) => {
+          lent = true
+          return this.use(ep, conn, f)
+        })
+      return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
+        Effect.onExit(() => Effect.sync(() => this.leave(ep, lent))),
+        Effect.catchIf(isCoreConnectionError, unwrap(endpoint))
+      ) as Effect.Effect<X, E | TcpPoolError, R>
+    })
+  }
+
+  connection(input: Endpoint.Input): Effect.Effect<Connection.Connection, TcpPoolError, Scope.Scope> {
+    return Effect.suspend(() => {
+      const decoded = this.decode(input)
+      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+      const endpoint = decoded.right
+      const ep = this.enter(endpoint)
+      if (ep === undefined) return Effect.fail(new PoolClosed({ pool: this.name }))
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(Effect.scope, (scope) =>
+          restore(Effect.flatMap(this.poolOf(ep), (pool) => pool.get)).pipe(
+            Effect.onExit((exit) => Exit.isFailure(exit) ? Effect.sync(() => this.leave(ep, false)) : Effect.void),
+            Effect.tap((conn) => {
+              ep.lend(conn)
+              return Scope.addFinalizerExit(scope, (exit) => {
+                ep.giveBack(conn)
+                ep.borrowers--
+                const onRelease = this.protocol.onRelease
+                return onRelease === undefined || !cleanly(exit) ? Effect.void : onRelease(conn)
+              })
+            }),
+            Effect.tap((conn) => this.protocol.onAcquire === undefined ? Effect.void : restore(this.acquired(ep, conn, this.protocol.onAcquire)))
+          ))
+      ).pipe(Effect.catchIf(isCoreConnectionError, unwrap(endpoint))) as Effect.Effect<
+        Connection.Connection,
+        TcpPoolError,
+        Scope.Scope
+      >
+    })
+  }
+
+  /** The longest-idle connection of another endpoint is closed, making room under `maxConnections`. */
+  evictIdle(except: EndpointState): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      let victim: readonly [EndpointState, ConnectionImpl] | undefined = undefined
+      for (const ep of this.endpoints.values()) {
+        if (ep === except || ep.pool === undefined) continue
+        for (const conn of ep.conns) {
+          if (!conn.lent && conn.isOpen && (victim === undefined || conn.releasedAt < victim[1].releasedAt)) {
+            victim = [ep, conn]
+          }
+        }
+      }
+      if (victim === undefined) return Effect.void
+      const [ep, conn] = victim
+      return Effect.zipRight(
+        Effect.logDebug(`closing idle connection ${conn.id} to ${ep.endpoint.key} to make room under maxConnections`),
+        ep.pool!.invalidate(conn)
+      )
+    })
+  }
+
+  /** Drops endpoints nobody borrowed from for `endpointIdleTimeout`, with their pools. */
+  get evictor(): Effect.Effect<void> {
+    const timeout = this.options.endpointIdleTimeout
+    if (timeout === Infinity) return Effect.void
+    const pass = Effect.suspend(() => {
+      const now = this.clock.unsafeCurrentTimeMillis()
+      const stale: Array<EndpointState> = []
+      for (const ep of this.endpoints.values()) {
+        if (ep.pool !== undefined && ep.borrowers === 0 && ep.lent === 0 && now - ep.lastUsed >= timeout) {
+          this.endpoints.delete(ep.endpoint.key)
+          stale.push(ep)
+        }
+      }
+      return Effect.forEach(stale, (ep) =>
+        Effect.zipRight(
+          Effect.logDebug(`endpoint ${ep.endpoint.key} evicted after ${now - ep.lastUsed} ms unused`),
+          Scope.close(ep.scope, Exit.void)
+        ), { discard: true })
+    })
+    const interval = Math.max(1, Math.min(timeout / 2, 30_000))
+    return Effect.forever(Effect.zipRight(Effect.sleep(interval), pass))
+  }
+
+  get shutdown(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.closed = true
+      const all = Array.from(this.endpoints.values())
+      this.endpoints.clear()
+      return Effect.forEach(all, (ep) => Scope.close(ep.scope, Exit.void), { discard: true, concurrency: "unbounded" })
+    }).pipe(Effect.zipRight(Effect.logDebug("tcp pool shut down")), Effect.annotateLogs({ pool: this.name }))
+  }
+
+  endpointStats(ep: EndpointState): Effect.Effect<TcpPool.EndpointStats> {
+    return Effect.map(ep.pool!.stats, (s) => ({
+      endpoint: ep.endpoint,
+      active: s.inUse,
+      idle: s.idle,
+      pending: s.pending,
+      waiting: s.waiting,
+      maxSize: s.maxSize,
+      created: s.created,
+      reused: s.hits,
+      acquired: s.acquired,
+      closed: s.destroyed,
+      errors: ep.errors,
+      timeouts: s.timeouts
+    }))
+  }
+
+  stats(input: Endpoint.Input): Effect.Effect<Option.Option<TcpPool.EndpointStats>, InvalidEndpoint> {
+    return Effect.suspend(() => {
+      const decoded = this.decode(input)
+      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+      const ep = this.endpoints.get(decoded.right.key)
+      if (ep === undefined || ep.pool === undefined) return Effect.succeedNone
+      return Effect.asSome(this.endpointStats(ep))
+    })
+  }
+
+  get allStats(): Effect.Effect<TcpPool.Stats> {
+    return Effect.suspend(() => {
+      const ready = Array.from(this.endpoints.values()).filter((ep) => ep.pool !== undefined)
+      return Effect.map(Effect.forEach(ready, (ep) => this.endpointStats(ep)), (endpoints) => {
+        let connections = 0
+        for (const ep of this.endpoints.values()) connections += ep.conns.size
+        return {
+          name: this.name,
+          connections,
+          maxConnections: this.options.maxConnections,
+          waitingForRoom: this.limiter.waiting,
+          sockets: this.sockets.size,
+          endpoints
+        }
+      })
+    })
+  }
+
+  clearEndpoint(input: Endpoint.Input): Effect.Effect<void, InvalidEndpoint> {
+    return Effect.suspend(() => {
+      const decoded = this.decode(input)
+      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+      const ep = this.endpoints.get(decoded.right.key)
+      if (ep === undefined || ep.pool === undefined) return Effect.void
+      ep.generation++
+      return Effect.zipRight(Effect.logDebug(`endpoint ${ep.endpoint.key} cleared`), ep.pool.drain)
+    })
+  }
+
+  pipe() {
+    return pipeArguments(this, arguments)
+  }
+}
+
+/** @internal */
+export const make = (options: TcpPool.Options = {}): Effect.Effect<TcpPool.TcpPool, InvalidConfig, Scope.Scope> =>
+  Effect.gen(function*() {
+    const resolved = yield* resolve(options)
+    const limiter = yield* Limiter.make(resolved.maxConnections)
+    const clock = yield* Effect.clock
+    const pool = new TcpPoolImpl(resolved, options.protocol ?? {}, options.resolver ?? systemResolver, limiter, clock)
+    yield* Effect.addFinalizer(() => pool.shutdown)
+    yield* Effect.forkScoped(Effect.interruptible(pool.evictor))
+    yield* Effect.logDebug("tcp pool created")
+    return pool
+  }).pipe(Effect.annotateLogs({ pool: options.name ?? "tcp" }))
+
+/** @internal */
+export const layer = (options?: TcpPool.Options): Layer.Layer<TcpPool.TcpPool, InvalidConfig> =>
+  Layer.scoped(TcpPool.TcpPool, make(options))
+
+/** @internal */
+export const layerConfig = (
+  config: Config.Config.Wrap<TcpPool.PoolConfig>,
+  hooks: { readonly protocol?: TcpPool.Protocol | undefined; readonly resolver?: TcpPool.Resolver | undefined } = {}
+) => Layer.scoped(TcpPool.TcpPool, Effect.flatMap(Config.unwrap(config), (c) => make({ ...c, ...hooks })))
