@@ -55,12 +55,17 @@ class Refused {
 }
 
 /** Destroys `socket` and waits for its `close` event, so that an interrupted connect leaves nothing open. */
-const destroy = (socket: net.Socket) =>
+const destroy = (connector: Connector, socket: net.Socket) =>
   Effect.async<void>((resume) => {
-    if (socket.closed) return resume(Effect.void)
-    socket.once("close", () => resume(Effect.void))
-    socket.destroy()
+    afterClose(connector, socket, () => resume(Effect.void))
   })
+
+/** Destroys a tracked socket and calls `f` once its `close` event has fired (`closed` is set a tick before). */
+const afterClose = (connector: Connector, socket: net.Socket, f: () => void) => {
+  if (!connector.sockets.has(socket)) return f()
+  socket.once("close", f)
+  socket.destroy()
+}
 
 const track = <S extends net.Socket>(connector: Connector, socket: S): S => {
   connector.sockets.add(socket)
@@ -74,8 +79,8 @@ const tcp = (connector: Connector, endpoint: Endpoint.Endpoint, address: string)
   return Effect.async<net.Socket, Refused>((resume) => {
     const socket = track(connector, net.connect({ host: address, port: endpoint.port, noDelay: o.noDelay }))
     const failed = (error: Error) => {
-      socket.destroy()
-      resume(Effect.fail(new Refused(error)))
+      // answered once the socket is closed, so that no failed connect leaves one behind
+      afterClose(connector, socket, () => resume(Effect.fail(new Refused(error))))
     }
     socket.once("error", failed)
     socket.once("connect", () => {
@@ -83,7 +88,7 @@ const tcp = (connector: Connector, endpoint: Endpoint.Endpoint, address: string)
       if (o.keepAlive > 0 && o.keepAlive !== Infinity) socket.setKeepAlive(true, o.keepAlive)
       resume(Effect.succeed(socket))
     })
-    return destroy(socket)
+    return destroy(connector, socket)
   }).pipe(
     Effect.timeoutFail({
       duration: o.connectTimeout,
@@ -141,18 +146,18 @@ const secure = (connector: Connector, endpoint: Endpoint.Endpoint, socket: net.S
       })
     )
     const failed = (error: Error) => {
-      secured.destroy()
       const code = codeOf(error)
-      resume(Effect.fail(
+      const fail = Effect.fail(
         new TlsFailed({ endpoint: endpoint.key, servername: name, reason: tlsReason(code), code, cause: error })
-      ))
+      )
+      afterClose(connector, secured, () => resume(fail))
     }
     secured.once("error", failed)
     secured.once("secureConnect", () => {
       secured.off("error", failed)
       resume(Effect.succeed(secured))
     })
-    return destroy(secured)
+    return destroy(connector, secured)
   }).pipe(
     Effect.timeoutFail({
       duration: o.tlsHandshakeTimeout,
@@ -164,7 +169,7 @@ const secure = (connector: Connector, endpoint: Endpoint.Endpoint, socket: net.S
           attempts: 1
         })
     }),
-    Effect.onError(() => destroy(socket))
+    Effect.onError(() => destroy(connector, socket))
   )
 }
 

@@ -16,7 +16,7 @@ import type * as net from "node:net"
 import type * as Connection from "../Connection.js"
 import type * as Endpoint from "../Endpoint.js"
 import * as TcpPool from "../TcpPool.js"
-import { ConnectionFailed, type InvalidEndpoint, isConnectError, type TcpPoolError } from "../TcpError.js"
+import { ConnectionFailed, type InvalidEndpoint, type TcpPoolError } from "../TcpError.js"
 import { systemResolver } from "./connect.js"
 import type { ConnectionImpl } from "./connection.js"
 import { decode } from "./endpoint.js"
@@ -29,20 +29,6 @@ export const TypeId: TcpPool.TypeId = Symbol.for("@connection-pool/tcp/TcpPool")
 
 /** @internal */
 export const isTcpPool = (u: unknown): u is TcpPool.TcpPool => hasProperty(u, TypeId)
-
-/** The core's `ConnectionError` carries our typed connect error as its cause: the caller sees that one. */
-const unwrap = (endpoint: Endpoint.Endpoint) => (error: unknown) => {
-  if (!(error instanceof ConnectionError)) return Effect.fail(error)
-  if (isConnectError(error.cause)) return Effect.fail(error.cause)
-  return Effect.fail(
-    new ConnectionFailed({
-      endpoint: endpoint.key,
-      attempts: error.attempts ?? 1,
-      lastError: error.cause ?? error.reason,
-      phase: "connect"
-    })
-  )
-}
 
 /** Ended in a value or a typed failure: the connection's state is known, so `onRelease` may look at it. */
 const cleanly = (exit: Exit.Exit<unknown, unknown>): boolean =>
@@ -178,7 +164,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
         })
       return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
         Effect.onExit(() => Effect.sync(() => this.leave(ep, lent))),
-        Effect.catchIf(isCoreConnectionError, unwrap(endpoint))
+        Effect.catchIf(isCoreConnectionError, (error) => Effect.fail(ep.typed(error)))
       ) as Effect.Effect<X, E | TcpPoolError, R>
     })
   }
@@ -205,7 +191,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
             }),
             Effect.tap((conn) => this.protocol.onAcquire === undefined ? Effect.void : restore(this.acquired(ep, conn, this.protocol.onAcquire)))
           ))
-      ).pipe(Effect.catchIf(isCoreConnectionError, unwrap(endpoint))) as Effect.Effect<
+      ).pipe(Effect.catchIf(isCoreConnectionError, (error) => Effect.fail(ep.typed(error)))) as Effect.Effect<
         Connection.Connection,
         TcpPoolError,
         Scope.Scope
