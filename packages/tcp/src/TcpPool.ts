@@ -112,7 +112,10 @@ export interface Protocol {
    * closes it and the caller gets another.
    */
   readonly validate?: ((conn: Connection.Connection) => Effect.Effect<boolean>) | undefined
-  /** Runs before the socket is destroyed (a `QUIT`), bounded by nothing but its own good manners. */
+  /**
+   * Runs exactly once per connection, before its socket is destroyed (a `QUIT` when `conn.isOpen`). Keep it
+   * short: the pool's shutdown waits for it.
+   */
   readonly onClose?: ((conn: Connection.Connection) => Effect.Effect<void>) | undefined
 }
 

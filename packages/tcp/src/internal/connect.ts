@@ -67,17 +67,18 @@ const afterClose = (connector: Connector, socket: net.Socket, f: () => void) => 
   socket.destroy()
 }
 
-const track = <S extends net.Socket>(connector: Connector, socket: S): S => {
+const track = <S extends net.Socket>(connector: Connector, socket: S, made: Array<net.Socket>): S => {
+  made.push(socket)
   connector.sockets.add(socket)
   socket.once("close", () => connector.sockets.delete(socket))
   return socket
 }
 
 /** TCP to one address, bounded by `connectTimeout`. */
-const tcp = (connector: Connector, endpoint: Endpoint.Endpoint, address: string) => {
+const tcp = (connector: Connector, endpoint: Endpoint.Endpoint, address: string, made: Array<net.Socket>) => {
   const o = connector.options
   return Effect.async<net.Socket, Refused>((resume) => {
-    const socket = track(connector, net.connect({ host: address, port: endpoint.port, noDelay: o.noDelay }))
+    const socket = track(connector, net.connect({ host: address, port: endpoint.port, noDelay: o.noDelay }), made)
     const failed = (error: Error) => {
       // answered once the socket is closed, so that no failed connect leaves one behind
       afterClose(connector, socket, () => resume(Effect.fail(new Refused(error))))
@@ -128,7 +129,13 @@ export const servername = (options: TcpPool.TlsOptions, endpoint: Endpoint.Endpo
   options.servername ?? (net.isIP(endpoint.host) === 0 ? endpoint.host : undefined)
 
 /** The TLS handshake over an open TCP socket, bounded by `tlsHandshakeTimeout`. */
-const secure = (connector: Connector, endpoint: Endpoint.Endpoint, socket: net.Socket, options: TcpPool.TlsOptions) => {
+const secure = (
+  connector: Connector,
+  endpoint: Endpoint.Endpoint,
+  socket: net.Socket,
+  options: TcpPool.TlsOptions,
+  made: Array<net.Socket>
+) => {
   const o = connector.options
   const name = servername(options, endpoint)
   return Effect.async<tls.TLSSocket, TlsFailed>((resume) => {
@@ -143,7 +150,8 @@ const secure = (connector: Connector, endpoint: Endpoint.Endpoint, socket: net.S
         ...(options.key === undefined ? {} : { key: options.key as tls.ConnectionOptions["key"] }),
         ...(options.ALPN === undefined ? {} : { ALPNProtocols: [...options.ALPN] }),
         rejectUnauthorized: options.rejectUnauthorized ?? true
-      })
+      }),
+      made
     )
     const failed = (error: Error) => {
       const code = codeOf(error)
@@ -179,13 +187,14 @@ type Failure = ConnectError | Refused
 const attempt = (
   connector: Connector,
   endpoint: Endpoint.Endpoint,
-  tlsOptions: TcpPool.TlsOptions | undefined
+  tlsOptions: TcpPool.TlsOptions | undefined,
+  made: Array<net.Socket>
 ): Effect.Effect<Opened, Failure> =>
   Effect.flatMap(resolveHost(connector, endpoint), (addresses) => {
     const next = (i: number): Effect.Effect<Opened, Failure> =>
-      tcp(connector, endpoint, addresses[i]).pipe(
+      tcp(connector, endpoint, addresses[i], made).pipe(
         Effect.flatMap((socket): Effect.Effect<net.Socket, Failure> =>
-          tlsOptions === undefined ? Effect.succeed(socket) : secure(connector, endpoint, socket, tlsOptions)
+          tlsOptions === undefined ? Effect.succeed(socket) : secure(connector, endpoint, socket, tlsOptions, made)
         ),
         Effect.map((socket): Opened => ({ socket, address: addresses[i] })),
         Effect.catchAll((error) =>
@@ -214,6 +223,14 @@ const final = (endpoint: Endpoint.Endpoint, error: Failure, attempts: number): C
 }
 
 /**
+ * Destroys whatever sockets a connect made, for a connect that failed or was interrupted (possibly just after a
+ * socket opened, before it reached a connection).
+ * @internal
+ */
+export const destroyAll = (connector: Connector, made: ReadonlyArray<net.Socket>): Effect.Effect<void> =>
+  Effect.forEach(made, (socket) => destroy(connector, socket), { discard: true })
+
+/**
  * Opens a socket to `endpoint`, retrying refused, reset and timed-out connects `connectRetries` times with
  * jittered exponential backoff (slept on the `Clock`). A name that does not exist and a certificate that is not
  * trusted fail at once: another attempt would see the same. The error tells how many attempts were made.
@@ -223,11 +240,12 @@ export const open = (
   connector: Connector,
   endpoint: Endpoint.Endpoint,
   tlsOptions: TcpPool.TlsOptions | undefined,
-  onAttemptFailed: (error: ConnectError) => void
+  onAttemptFailed: (error: ConnectError) => void,
+  made: Array<net.Socket>
 ): Effect.Effect<Opened, ConnectError> => {
   const retries = connector.options.connectRetries
   const loop = (n: number): Effect.Effect<Opened, ConnectError> =>
-    Effect.catchAll(attempt(connector, endpoint, tlsOptions), (error) => {
+    Effect.catchAll(attempt(connector, endpoint, tlsOptions, made), (error) => {
       const typed = final(endpoint, error, n)
       onAttemptFailed(typed)
       if (n > retries || !retryable(error)) return Effect.fail(typed)

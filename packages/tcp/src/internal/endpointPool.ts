@@ -5,6 +5,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import type * as net from "node:net"
 import type * as Endpoint from "../Endpoint.js"
 import type * as TcpPool from "../TcpPool.js"
 import {
@@ -15,7 +16,7 @@ import {
   type PoolClosed,
   type SocketError
 } from "../TcpError.js"
-import { type Connector, open } from "./connect.js"
+import { type Connector, destroyAll, open } from "./connect.js"
 import { ConnectionImpl } from "./connection.js"
 import type { Limiter } from "./limiter.js"
 import * as metrics from "./metrics.js"
@@ -124,18 +125,23 @@ export class EndpointState {
   get connect(): Effect.Effect<ConnectionImpl, ConnectError> {
     const { limiter } = this.shared
     return Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(restore(limiter.take(this.shared.evictIdle(this))), () =>
-        Effect.onExit(restore(this.open), (exit) => exit._tag === "Failure" ? limiter.give : Effect.void))
+      Effect.flatMap(restore(limiter.take(this.shared.evictIdle(this))), () => {
+        const made: Array<net.Socket> = []
+        return Effect.onExit(
+          restore(this.open(made)),
+          (exit) => exit._tag === "Failure" ? Effect.zipRight(destroyAll(this.shared, made), limiter.give) : Effect.void
+        )
+      })
     ).pipe(Effect.annotateLogs({ pool: this.name }))
   }
 
-  get open(): Effect.Effect<ConnectionImpl, ConnectError> {
+  open(made: Array<net.Socket>): Effect.Effect<ConnectionImpl, ConnectError> {
     const clock = this.shared.clock
     const start = clock.unsafeCurrentTimeMillis()
     return open(this.shared, this.endpoint, this.tls, (error) => {
       this.errors++
       this.metrics.error(error._tag).unsafeUpdate(1, [])
-    }).pipe(
+    }, made).pipe(
       Effect.map(({ address, socket }) =>
         new ConnectionImpl(this.endpoint, socket, address, this.generation, clock.unsafeCurrentTimeMillis(), this.lost)
       ),
@@ -181,7 +187,7 @@ export class EndpointState {
 
   close(conn: ConnectionImpl): Effect.Effect<void> {
     const onClose = this.shared.protocol.onClose
-    const hook = onClose === undefined || !conn.isOpen
+    const hook = onClose === undefined
       ? Effect.void
       : Effect.catchAllCause(onClose(conn), (cause) => Effect.logDebug("onClose failed", cause))
     return hook.pipe(

@@ -1,6 +1,9 @@
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as STM from "effect/STM"
 import * as TRef from "effect/TRef"
+
+const recheck = 25
 
 /**
  * The global cap across endpoints: a counter of open (and opening) connections in a `TRef`. Only connects take
@@ -28,8 +31,9 @@ export class Limiter {
   }
 
   /**
-   * A permit, once one is free. `evict` is asked first to make room (closing an idle connection elsewhere);
-   * interruption while waiting takes nothing.
+   * A permit, once one is free. `evict` is asked to make room (closing an idle connection elsewhere) at first and
+   * again every `recheck` ms while waiting: a connection can turn idle without passing a release that would see
+   * this waiter (a connect finished for a caller that left). Interruption while waiting takes nothing.
    */
   take(evict: Effect.Effect<void>): Effect.Effect<void> {
     if (this.unbounded) return Effect.void
@@ -40,7 +44,13 @@ export class Limiter {
       if (taken) return Effect.void
       return Effect.acquireUseRelease(
         Effect.sync(() => this.waiting++),
-        () => Effect.zipRight(evict, wait),
+        () => {
+          const attempt: Effect.Effect<void> = Effect.flatMap(
+            Effect.zipRight(evict, Effect.timeoutOption(wait, recheck)),
+            Option.match({ onNone: () => attempt, onSome: () => Effect.void })
+          )
+          return attempt
+        },
         () => Effect.sync(() => this.waiting--)
       )
     })
