@@ -5,7 +5,8 @@
 const suites: Record<string, () => Promise<void>> = {
   core: () => import("./core.js").then((suite) => suite.main()),
   pg: () => import("./pg.js").then((suite) => suite.main()),
-  floor: () => import("./floor.js").then((suite) => suite.main())
+  floor: () => import("./floor.js").then((suite) => suite.main()),
+  tcp: () => import("./tcp.js").then((suite) => suite.main())
 }
 const defaults = ["core", "pg"]
 
