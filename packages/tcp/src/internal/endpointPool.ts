@@ -40,10 +40,7 @@ export class EndpointState {
   readonly conns = new Set<ConnectionImpl>()
   /** Connections lent out. */
   lent = 0
-  /** Callers that asked and have no connection yet. */
-  acquiring = 0
-  /** Callers from asking until they gave the connection back: an endpoint with any is never evicted. */
-  borrowers = 0
+  /** When a caller last asked for or gave back a connection: eviction looks at it. */
   lastUsed: number
   /** Bumped by `clearEndpoint`: connections of an older generation are closed when they come back. */
   generation = 0
@@ -204,7 +201,8 @@ export class EndpointState {
   /**
    * Asked by the core when a connection comes back and when an idle one is taken: open, nothing unread, not
    * invalidated or cleared, under `maxUses`, and healthy by the protocol's word. At release also: not over
-   * `maxIdlePerEndpoint`, and not kept idle while another endpoint waits for room under the global cap.
+   * `maxIdlePerEndpoint`, and not kept while any endpoint waits for room under the global cap (then endpoints take
+   * turns at the cap instead of one keeping every connection).
    */
   reusable(conn: ConnectionImpl): boolean {
     const releasing = conn.releasing
@@ -213,7 +211,7 @@ export class EndpointState {
     if (conn.uses >= this.shared.options.maxUses) return false
     const isHealthy = this.shared.protocol.isHealthy
     if (isHealthy !== undefined && !isHealthy(conn)) return false
-    if (releasing && this.acquiring === 0) {
+    if (releasing) {
       if (this.conns.size - this.lent > this.shared.options.maxIdlePerEndpoint) return false
       if (this.shared.limiter.waiting > 0) return false
     }
@@ -222,7 +220,6 @@ export class EndpointState {
 
   /** Counts a connection handed to a caller. */
   lend(conn: ConnectionImpl): void {
-    this.acquiring--
     this.lent++
     conn.lent = true
     conn.uses++

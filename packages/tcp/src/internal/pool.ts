@@ -68,8 +68,8 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
   }
 
   /**
-   * The endpoint's state, made (and its pool started) on first use. Synchronous up to the pool's creation, so
-   * that counting the caller as a borrower cannot race an eviction.
+   * The endpoint's state, made (and its pool started) on first use. Marks it used now, so that the evictor (which
+   * wants it unused for `endpointIdleTimeout`) leaves it be.
    */
   enter(endpoint: Endpoint.Endpoint): EndpointState | undefined {
     if (this.closed) return undefined
@@ -84,8 +84,6 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       this.endpoints.set(endpoint.key, ep)
       ep.pending = this.start(ep)
     }
-    ep.borrowers++
-    ep.acquiring++
     ep.lastUsed = this.clock.unsafeCurrentTimeMillis()
     return ep
   }
@@ -107,13 +105,6 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       started = true
       return Effect.zipRight(Effect.uninterruptible(Deferred.complete(ep.ready, build)), Deferred.await(ep.ready))
     })
-  }
-
-  /** Undoes `enter` for a caller that got no connection. */
-  leave(ep: EndpointState, lent: boolean): void {
-    ep.borrowers--
-    if (!lent) ep.acquiring--
-    ep.lastUsed = this.clock.unsafeCurrentTimeMillis()
   }
 
   poolOf(ep: EndpointState): Effect.Effect<ConnectionPool.ConnectionPool<ConnectionImpl>, PoolClosed> {
@@ -156,14 +147,9 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       const endpoint = decoded.right
       const ep = this.enter(endpoint)
       if (ep === undefined) return Effect.fail(new PoolClosed({ pool: this.name }))
-      let lent = false
       const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) =>
-        pool.withConnection((conn: ConnectionImpl) => {
-          lent = true
-          return this.use(ep, conn, f)
-        })
+        pool.withConnection((conn: ConnectionImpl) => this.use(ep, conn, f))
       return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
-        Effect.onExit(() => Effect.sync(() => this.leave(ep, lent))),
         Effect.catchIf(isCoreConnectionError, (error) => Effect.fail(ep.typed(error)))
       ) as Effect.Effect<X, E | TcpPoolError, R>
     })
@@ -179,12 +165,10 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       return Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Effect.scope, (scope) =>
           restore(Effect.flatMap(this.poolOf(ep), (pool) => pool.get)).pipe(
-            Effect.onExit((exit) => Exit.isFailure(exit) ? Effect.sync(() => this.leave(ep, false)) : Effect.void),
             Effect.tap((conn) => {
               ep.lend(conn)
               return Scope.addFinalizerExit(scope, (exit) => {
                 ep.giveBack(conn)
-                ep.borrowers--
                 const onRelease = this.protocol.onRelease
                 return onRelease === undefined || !cleanly(exit) ? Effect.void : onRelease(conn)
               })
@@ -224,21 +208,23 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
   get evictor(): Effect.Effect<void> {
     const timeout = this.options.endpointIdleTimeout
     if (timeout === Infinity) return Effect.void
-    const pass = Effect.suspend(() => {
-      const now = this.clock.unsafeCurrentTimeMillis()
-      const stale: Array<EndpointState> = []
-      for (const ep of this.endpoints.values()) {
-        if (ep.pool !== undefined && ep.borrowers === 0 && ep.lent === 0 && now - ep.lastUsed >= timeout) {
-          this.endpoints.delete(ep.endpoint.key)
-          stale.push(ep)
+    const unused = (ep: EndpointState) =>
+      ep.pool !== undefined && ep.lent === 0 && this.clock.unsafeCurrentTimeMillis() - ep.lastUsed >= timeout
+    // the check after the pool's stats and the removal run with no yield between them: no caller slips in
+    const evict = (ep: EndpointState) =>
+      Effect.flatMap(ep.pool!.stats, (s) => {
+        if (!unused(ep) || s.inUse + s.waiting + s.pending > 0 || this.endpoints.get(ep.endpoint.key) !== ep) {
+          return Effect.void
         }
-      }
-      return Effect.forEach(stale, (ep) =>
-        Effect.zipRight(
-          Effect.logDebug(`endpoint ${ep.endpoint.key} evicted after ${now - ep.lastUsed} ms unused`),
+        this.endpoints.delete(ep.endpoint.key)
+        return Effect.zipRight(
+          Effect.logDebug(`endpoint ${ep.endpoint.key} evicted, unused for ${timeout} ms`),
           Scope.close(ep.scope, Exit.void)
-        ), { discard: true })
-    })
+        )
+      })
+    const pass = Effect.suspend(() =>
+      Effect.forEach(Array.from(this.endpoints.values()).filter(unused), evict, { discard: true })
+    )
     const interval = Math.max(1, Math.min(timeout / 2, 30_000))
     return Effect.forever(Effect.zipRight(Effect.sleep(interval), pass))
   }
