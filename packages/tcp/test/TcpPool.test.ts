@@ -171,6 +171,19 @@ describe("TcpPool", () => {
       assert.strictEqual(closed._tag, "PoolClosed")
     }))
 
+  it.scoped("a bad endpoint is InvalidEndpoint, from every entry point", () =>
+    Effect.gen(function*() {
+      const pool = yield* TcpPool.make({})
+      const errors = [
+        yield* Effect.flip(pool.withConnection("localhost:0", () => Effect.void)),
+        yield* Effect.flip(pool.connection({ host: "bad host", port: 80 })),
+        yield* Effect.flip(pool.stats("nope")),
+        yield* Effect.flip(pool.clearEndpoint("https://:pw@"))
+      ]
+      assert.deepStrictEqual(errors.map((e) => e._tag), Array(4).fill("InvalidEndpoint"))
+      assert.include(errors[0].message, "1 to 65535")
+    }))
+
   it.effect("options out of range are InvalidConfig naming the option", () =>
     Effect.gen(function*() {
       const bad = [

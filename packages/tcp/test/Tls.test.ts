@@ -1,6 +1,6 @@
 import { TcpError, TcpPool } from "@connection-pool/tcp"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Cause, Context, Effect, Exit, Layer, Option } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Option, Redacted } from "effect"
 import * as net from "node:net"
 import * as tls from "node:tls"
 import { certificates, type Certs } from "./support/servers.js"
@@ -102,6 +102,29 @@ layer(TlsLive, { excludeTestServices: true })("TLS", (it) => {
       const pool = yield* TcpPool.make({ resolver, tls: { ca: certs.ca } })
       const error = failure(yield* Effect.exit(hello(pool, `expired.test:${port}`))) as TcpError.TlsFailed
       assert.deepStrictEqual([error._tag, error.reason, error.code], ["TlsFailed", "expired", "CERT_HAS_EXPIRED"])
+    }))
+
+  it.scoped("a client certificate, its key Redacted, for a server that asks for one", () =>
+    Effect.gen(function*() {
+      const { certs } = yield* Server
+      const server = tls.createServer({ ...certs.leaf("a.test"), ca: certs.ca, requestCert: true, rejectUnauthorized: true }, (socket) => {
+        socket.on("error", () => {})
+        socket.write(`${socket.getPeerCertificate().subject.CN}\n`)
+      })
+      server.on("tlsClientError", () => {})
+      const port = yield* Effect.acquireRelease(
+        Effect.async<number>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as net.AddressInfo).port)))
+        }),
+        () => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+      )
+      const client = certs.leaf("b.test")
+      const pool = yield* TcpPool.make({
+        resolver,
+        tls: { ca: certs.ca, cert: client.cert, key: Redacted.make(client.key) }
+      })
+      const seen = yield* pool.withConnection(`a.test:${port}`, (conn) => Effect.map(conn.read, (d) => String(Buffer.from(d)).trim()))
+      assert.strictEqual(seen, "b.test")
     }))
 
   it.scoped("a TLS handshake that never completes is ConnectionTimeout in the tls phase", () =>

@@ -1,6 +1,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Random from "effect/Random"
+import * as Redacted from "effect/Redacted"
 import * as dns from "node:dns"
 import * as net from "node:net"
 import * as tls from "node:tls"
@@ -147,7 +148,9 @@ const secure = (
         ...(name === undefined ? {} : { servername: name }),
         ...(options.ca === undefined ? {} : { ca: options.ca as tls.ConnectionOptions["ca"] }),
         ...(options.cert === undefined ? {} : { cert: options.cert as tls.ConnectionOptions["cert"] }),
-        ...(options.key === undefined ? {} : { key: options.key as tls.ConnectionOptions["key"] }),
+        ...(options.key === undefined
+          ? {}
+          : { key: Redacted.isRedacted(options.key) ? Redacted.value(options.key) : Buffer.from(options.key) }),
         ...(options.ALPN === undefined ? {} : { ALPNProtocols: [...options.ALPN] }),
         rejectUnauthorized: options.rejectUnauthorized ?? true
       }),
