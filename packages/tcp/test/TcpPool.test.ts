@@ -1,6 +1,6 @@
 import { Endpoint, TcpPool } from "@connection-pool/tcp"
 import { assert, describe, it } from "@effect/vitest"
-import { Config, ConfigProvider, Effect, Fiber, Layer, Metric, Option, TestClock } from "effect"
+import { Config, ConfigProvider, Effect, Fiber, Layer, Logger, LogLevel, Metric, Option, TestClock } from "effect"
 import { countingServer } from "./support/servers.js"
 
 const live = (ms: number) => Effect.promise(() => new Promise((r) => setTimeout(r, ms)))
@@ -169,6 +169,28 @@ describe("TcpPool", () => {
       assert.strictEqual(timeout._tag, "PoolTimeout")
       const closed = yield* Effect.flip(pool.withConnection("127.0.0.1:1", () => Effect.void))
       assert.strictEqual(closed._tag, "PoolClosed")
+    }))
+
+  it.scoped("debug logs say when a connection is opened, reused and closed, and an endpoint evicted", () =>
+    Effect.gen(function*() {
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => {
+        logs.push(Array.isArray(message) ? message.join(" ") : String(message))
+      })
+      const server = yield* countingServer
+      const ep = `127.0.0.1:${server.port}`
+      yield* Effect.scoped(Effect.gen(function*() {
+        const pool = yield* TcpPool.make({ endpointIdleTimeout: "1 minute" })
+        yield* pool.withConnection(ep, (c) => echo(c, "x"))
+        yield* pool.withConnection(ep, (c) => echo(c, "x"))
+        yield* TestClock.adjust("2 minutes")
+        yield* eventually(() => server.open() === 0)
+      })).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)), Logger.withMinimumLogLevel(LogLevel.Debug))
+      const has = (re: RegExp) => assert.isTrue(logs.some((l) => re.test(l)), `no log matching ${re}: ${logs.join(" | ")}`)
+      has(/^connection \d+ opened to 127\.0\.0\.1$/)
+      has(/^connection reused \d+$/)
+      has(/^connection \d+ closed$/)
+      has(/^endpoint 127\.0\.0\.1:\d+ evicted/)
     }))
 
   it.scoped("a bad endpoint is InvalidEndpoint, from every entry point", () =>

@@ -129,7 +129,17 @@ export class EndpointState {
           (exit) => exit._tag === "Failure" ? Effect.zipRight(destroyAll(this.shared, made), limiter.give) : Effect.void
         )
       })
-    ).pipe(Effect.annotateLogs({ pool: this.name }))
+    ).pipe(
+      Effect.withSpan("TcpPool.connect", {
+        kind: "client",
+        attributes: {
+          [metrics.attributes.address]: this.endpoint.host,
+          [metrics.attributes.port]: this.endpoint.port,
+          [metrics.attributes.poolName]: this.shared.options.name
+        }
+      }),
+      Effect.annotateLogs({ pool: this.name })
+    )
   }
 
   open(made: Array<net.Socket>): Effect.Effect<ConnectionImpl, ConnectError> {
@@ -177,9 +187,8 @@ export class EndpointState {
   }
 
   /** The socket ended or failed under the pool: counted; the core drops it at its next release or checkout. */
-  readonly lost = (conn: ConnectionImpl, error: SocketError): void => {
+  readonly lost = (_conn: ConnectionImpl, error: SocketError): void => {
     if (error.code !== "EOF") this.errors++
-    void conn
   }
 
   close(conn: ConnectionImpl): Effect.Effect<void> {

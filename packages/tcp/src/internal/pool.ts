@@ -119,7 +119,8 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
   ): Effect.Effect<X, E | ConnectionFailed, R> {
     ep.lend(conn)
     const { onAcquire, onRelease } = this.protocol
-    const body = onAcquire === undefined ? f(conn) : Effect.zipRight(this.acquired(ep, conn, onAcquire), f(conn))
+    const lent = onAcquire === undefined ? f(conn) : Effect.zipRight(this.acquired(ep, conn, onAcquire), f(conn))
+    const body = conn.uses > 1 ? Effect.zipRight(Effect.logDebug("connection reused", conn.id), lent) : lent
     return Effect.onExit(body, (exit) => {
       ep.giveBack(conn)
       return onRelease === undefined || !cleanly(exit) ? Effect.void : onRelease(conn)
