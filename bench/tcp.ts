@@ -3,8 +3,8 @@
  *
  * - HTTP/1.1 GET on keep-alive connections to a `node:http` server in a child process: our `TcpPool` with a
  *   minimal HTTP/1.1 exchange, undici's `Pool`, and Node's `http.Agent({ keepAlive: true })`;
- * - Redis `PING` to a redis-server of the bench's own: our `TcpPool` against a `generic-pool` of sockets, both with
- *   the same one-line reply reading, so that the pools are what differs.
+ * - Redis `PING` to a redis-server of the bench's own: our `TcpPool.exchange` against a `generic-pool` of sockets,
+ *   both with the same one-line reply reading, so that the pools are what differs.
  *
  * Reported per subject: requests/s, latency p50 / p99 (from asking for a connection to having the reply), and the
  * fewest / most requests any one caller completed; then the ratios of each round, and their medians.
@@ -16,7 +16,7 @@ import * as child from "node:child_process"
 import * as http from "node:http"
 import * as net from "node:net"
 import { Pool } from "undici"
-import { type Connection, TcpPool } from "../packages/tcp/src/index.js"
+import { TcpPool } from "../packages/tcp/src/index.js"
 import { get } from "../packages/tcp/test/support/http.js"
 import { redis } from "../packages/tcp/test/support/servers.js"
 import type { Target } from "./common.js"
@@ -43,7 +43,7 @@ const WARMUP_MS = 500
 const OURS_HTTP = "TcpPool + minimal HTTP/1.1"
 const UNDICI = "undici Pool"
 const AGENT = "http.Agent keepAlive"
-const OURS_REDIS = "TcpPool + PING"
+const OURS_REDIS = "TcpPool.exchange PING"
 const GENERIC = "generic-pool of sockets"
 
 /** One run: what each caller completed before the deadline, and every latency. */
@@ -168,20 +168,10 @@ const httpSubjects = (port: number): ReadonlyArray<Subject> => [
 
 const PING = "*1\r\n$4\r\nPING\r\n"
 
-/** Connections with a reply owed: not reused (the protocol hook a Redis client would have). */
-const pending = new WeakSet<Connection.Connection>()
-
 /** The same minimal reply parsing on both sides: one line. */
-const readLine = (conn: Connection.Connection): Effect.Effect<string, unknown> => {
-  let buffer = ""
-  const loop: Effect.Effect<string, unknown> = Effect.flatMap(conn.read, (chunk) => {
-    buffer += Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length).toString("utf8")
-    const end = buffer.indexOf("\r\n")
-    if (end === -1) return loop
-    if (end + 2 < buffer.length) conn.unread(Buffer.from(buffer.slice(end + 2)))
-    return Effect.succeed(buffer.slice(0, end))
-  })
-  return loop
+const parseLine = (data: Buffer) => {
+  const end = data.indexOf("\r\n")
+  return end === -1 ? undefined : ([data.toString("latin1", 0, end), end + 2] as const)
 }
 
 /** A socket speaking just enough RESP for PING: one request in flight at a time, as a pool lends it. */
@@ -213,14 +203,10 @@ const redisSubjects = (port: number): ReadonlyArray<Subject> => [
   {
     name: OURS_REDIS,
     open: () =>
-      oursClient({ maxConnectionsPerEndpoint: CONNECTIONS, protocol: { isHealthy: (conn) => !pending.has(conn) } }, (pool) =>
-        pool.withConnection(`127.0.0.1:${port}`, (conn) => {
-          pending.add(conn)
-          return Effect.map(Effect.zipRight(conn.write(PING), readLine(conn)), (line) => {
-            pending.delete(conn)
-            return line === "+PONG"
-          })
-        }))
+      oursClient(
+        { maxConnectionsPerEndpoint: CONNECTIONS },
+        (pool) => Effect.map(pool.exchange(`127.0.0.1:${port}`, PING, parseLine), (line) => line === "+PONG")
+      )
   },
   {
     name: GENERIC,

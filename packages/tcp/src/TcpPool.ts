@@ -34,7 +34,7 @@ import type * as Scope from "effect/Scope"
 import type * as Connection from "./Connection.js"
 import type * as Endpoint from "./Endpoint.js"
 import * as internal from "./internal/pool.js"
-import type { DnsResolutionFailed, InvalidEndpoint, TcpPoolError } from "./TcpError.js"
+import type { DnsResolutionFailed, InvalidEndpoint, SocketError, TcpPoolError } from "./TcpError.js"
 
 /**
  * @since 0.1.0
@@ -238,6 +238,18 @@ export interface TcpPool extends Pipeable {
     endpoint: Endpoint.Input,
     f: (conn: Connection.Connection) => Effect.Effect<X, E, R>
   ): Effect.Effect<X, E | TcpPoolError, R>
+  /**
+   * One request and its reply, for request/response protocols (Redis, memcached, HTTP/1.1 without streaming):
+   * writes `request` on a borrowed connection and hands each arriving chunk to `parse` (everything received so far)
+   * until it returns the reply and how many bytes it took. Runs as a callback on the socket, so a caller that
+   * waits is woken once, with the reply, and costs less than `withConnection`. An interruption closes the
+   * connection. With `onAcquire` / `onRelease` hooks it runs through `withConnection`.
+   */
+  exchange<X>(
+    endpoint: Endpoint.Input,
+    request: string | Uint8Array,
+    parse: (data: Buffer) => readonly [reply: X, consumed: number] | undefined
+  ): Effect.Effect<X, TcpPoolError | SocketError>
   /** `None` for an endpoint never borrowed from, or evicted. */
   stats(endpoint: Endpoint.Input): Effect.Effect<Option.Option<EndpointStats>, InvalidEndpoint>
   readonly allStats: Effect.Effect<Stats>
@@ -303,6 +315,19 @@ export const withConnection = <X, E, R>(
   endpoint: Endpoint.Input,
   f: (conn: Connection.Connection) => Effect.Effect<X, E, R>
 ): Effect.Effect<X, E | TcpPoolError, R | TcpPool> => Effect.flatMap(TcpPool, (pool) => pool.withConnection(endpoint, f))
+
+/**
+ * See {@link TcpPool.exchange}.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const exchange = <X>(
+  endpoint: Endpoint.Input,
+  request: string | Uint8Array,
+  parse: (data: Buffer) => readonly [reply: X, consumed: number] | undefined
+): Effect.Effect<X, TcpPoolError | SocketError, TcpPool> =>
+  Effect.flatMap(TcpPool, (pool) => pool.exchange(endpoint, request, parse))
 
 /**
  * @since 0.1.0

@@ -1,8 +1,8 @@
 import { Endpoint, TcpPool } from "@connection-pool/tcp"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Cause, Context, Effect, Exit, Layer, Option } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Layer, Option } from "effect"
 import * as net from "node:net"
-import { command, protocol, send, tracked } from "./support/resp.js"
+import { command, encode, protocol, send, tracked } from "./support/resp.js"
 import { type Redis, redis } from "./support/servers.js"
 
 class Server extends Context.Tag("test/Redis")<Server, Redis>() {}
@@ -102,6 +102,34 @@ layer(Layer.scoped(Server, redis), { timeout: 30_000, excludeTestServices: true 
       const s = yield* stats(plain, ep)
       assert.strictEqual(s.created, 2)
       assert.strictEqual(s.closed, 1)
+    }))
+
+  it.scoped("exchange: a request and its reply parsed off the socket, across chunks; an interrupted one closes", () =>
+    Effect.gen(function*() {
+      const r = yield* Server
+      const pool = yield* TcpPool.make({})
+      const ep = endpointOf(r)
+      /** A whole RESP reply: a line, or a bulk string of the length the line gives. */
+      const reply = (data: Buffer) => {
+        const eol = data.indexOf("\r\n")
+        if (eol === -1) return undefined
+        if (data[0] !== 0x24) return [data.toString("utf8", 0, eol), eol + 2] as const
+        const n = Number(data.toString("utf8", 1, eol))
+        const end = eol + 2 + n + 2
+        return data.length < end ? undefined : [data.toString("utf8", eol + 2, end - 2), end] as const
+      }
+      assert.strictEqual(yield* pool.exchange(ep, encode(["PING"]), reply), "+PONG")
+      const big = "x".repeat(300_000)
+      assert.strictEqual(yield* pool.exchange(ep, encode(["SET", "big", big]), reply), "+OK")
+      assert.strictEqual((yield* pool.exchange(ep, encode(["GET", "big"]), reply)).length, big.length)
+      assert.strictEqual(Option.getOrThrow(yield* pool.stats(ep)).created, 1)
+      // BLPOP on an empty list never answers: interrupted, its connection is closed, not reused
+      const blocked = yield* Effect.fork(pool.exchange(ep, encode(["BLPOP", "empty-list", "0"]), reply))
+      yield* Effect.sleep("50 millis")
+      yield* Fiber.interrupt(blocked)
+      const s = Option.getOrThrow(yield* pool.stats(ep))
+      assert.deepStrictEqual([s.closed, s.active], [1, 0])
+      assert.strictEqual(yield* pool.exchange(ep, encode(["PING"]), reply), "+PONG")
     }))
 
   it.scoped("CLIENT KILL of pooled connections: detected at checkout and replaced", () =>

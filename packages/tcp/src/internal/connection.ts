@@ -1,4 +1,5 @@
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type * as net from "node:net"
 import type * as tls from "node:tls"
 import type * as Connection from "../Connection.js"
@@ -11,6 +12,13 @@ export const TypeId: Connection.TypeId = Symbol.for("@connection-pool/tcp/Connec
 let nextId = 0
 
 type Resume = (effect: Effect.Effect<Uint8Array, SocketError>) => void
+
+/** A request written and its reply being parsed straight from the socket's `data` events (`TcpPool.exchange`). */
+interface Exchange {
+  readonly parse: (data: Buffer) => readonly [reply: unknown, consumed: number] | undefined
+  readonly done: (exit: Exit.Exit<unknown, SocketError>) => void
+  buffer: Buffer | undefined
+}
 
 /**
  * One socket and what the pool knows of it. Incoming data is buffered in arrival order; a reader waiting for it
@@ -31,6 +39,7 @@ export class ConnectionImpl implements Connection.Connection {
   failure: SocketError | undefined = undefined
   private chunks: Array<Uint8Array> = []
   private reader: Resume | undefined = undefined
+  private exchange: Exchange | undefined = undefined
   private closing: Effect.Effect<void> | undefined = undefined
 
   constructor(
@@ -114,7 +123,50 @@ export class ConnectionImpl implements Connection.Connection {
     return this.closing
   }
 
+  /**
+   * Writes `request` and parses the reply as it arrives, calling `done` once with it (or with the socket's
+   * failure). Bytes after the reply stay buffered for the next reader.
+   */
+  startExchange(
+    request: string | Uint8Array,
+    parse: Exchange["parse"],
+    done: Exchange["done"]
+  ): void {
+    if (this.failure !== undefined) return done(Exit.fail(this.failure))
+    const exchange: Exchange = { parse, done, buffer: undefined }
+    this.exchange = exchange
+    this.socket.write(request)
+    while (this.chunks.length > 0 && this.exchange === exchange) this.feed(exchange, this.chunks.shift()!)
+  }
+
+  /** The caller gave up (interrupted): the reply is no longer wanted; the pool closes the connection. */
+  cancelExchange(): void {
+    this.exchange = undefined
+  }
+
+  private feed(exchange: Exchange, chunk: Uint8Array): void {
+    const data = exchange.buffer === undefined
+      ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)
+      : Buffer.concat([exchange.buffer, chunk])
+    let parsed: readonly [unknown, number] | undefined
+    try {
+      parsed = exchange.parse(data)
+    } catch (defect) {
+      this.exchange = undefined
+      return exchange.done(Exit.die(defect))
+    }
+    if (parsed === undefined) {
+      exchange.buffer = data
+      return
+    }
+    this.exchange = undefined
+    if (parsed[1] < data.length) this.chunks.unshift(data.subarray(parsed[1]))
+    exchange.done(Exit.succeed(parsed[0]))
+  }
+
   private readonly onData = (chunk: Uint8Array) => {
+    const exchange = this.exchange
+    if (exchange !== undefined) return this.feed(exchange, chunk)
     const reader = this.reader
     if (reader !== undefined) {
       this.reader = undefined
@@ -135,6 +187,9 @@ export class ConnectionImpl implements Connection.Connection {
     const reader = this.reader
     this.reader = undefined
     reader?.(Effect.fail(error))
+    const exchange = this.exchange
+    this.exchange = undefined
+    exchange?.done(Exit.fail(error))
     if (byPeer) this.onLost(this, error)
   }
 }

@@ -16,7 +16,7 @@ import type * as net from "node:net"
 import type * as Connection from "../Connection.js"
 import type * as Endpoint from "../Endpoint.js"
 import * as TcpPool from "../TcpPool.js"
-import { ConnectionFailed, type InvalidEndpoint, type TcpPoolError } from "../TcpError.js"
+import { ConnectionFailed, type InvalidEndpoint, type SocketError, type TcpPoolError } from "../TcpError.js"
 import { systemResolver } from "./connect.js"
 import type { ConnectionImpl } from "./connection.js"
 import { decode } from "./endpoint.js"
@@ -29,6 +29,22 @@ export const TypeId: TcpPool.TypeId = Symbol.for("@connection-pool/tcp/TcpPool")
 
 /** @internal */
 export const isTcpPool = (u: unknown): u is TcpPool.TcpPool => hasProperty(u, TypeId)
+
+/** `read` until `parse` finds a whole reply; the rest goes back to the buffer. */
+const readParsed = <X>(
+  conn: Connection.Connection,
+  parse: (data: Buffer) => readonly [reply: X, consumed: number] | undefined
+): Effect.Effect<X, SocketError> => {
+  const loop = (buffer: Buffer | undefined): Effect.Effect<X, SocketError> =>
+    Effect.flatMap(conn.read, (chunk) => {
+      const data = buffer === undefined ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length) : Buffer.concat([buffer, chunk])
+      const parsed = parse(data)
+      if (parsed === undefined) return loop(data)
+      if (parsed[1] < data.length) conn.unread(data.subarray(parsed[1]))
+      return Effect.succeed(parsed[0])
+    })
+  return loop(undefined)
+}
 
 /** Ended in a value or a typed failure: the connection's state is known, so `onRelease` may look at it. */
 const cleanly = (exit: Exit.Exit<unknown, unknown>): boolean =>
@@ -153,6 +169,36 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
         Effect.catchIf(isCoreConnectionError, (error) => Effect.fail(ep.typed(error)))
       ) as Effect.Effect<X, E | TcpPoolError, R>
+    })
+  }
+
+  exchange<X>(
+    input: Endpoint.Input,
+    request: string | Uint8Array,
+    parse: (data: Buffer) => readonly [reply: X, consumed: number] | undefined
+  ): Effect.Effect<X, TcpPoolError | SocketError> {
+    const { onAcquire, onRelease } = this.protocol
+    if (onAcquire !== undefined || onRelease !== undefined) {
+      // the hooks are Effects around the borrow: the plain path runs them
+      return this.withConnection(input, (conn) => Effect.zipRight(conn.write(request), readParsed(conn, parse)))
+    }
+    return Effect.suspend(() => {
+      const decoded = this.decode(input)
+      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
+      const ep = this.enter(decoded.right)
+      if (ep === undefined) return Effect.fail(new PoolClosed({ pool: this.name }))
+      const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) =>
+        pool.withConnectionCallback<X, SocketError>((conn, done) => {
+          ep.lend(conn)
+          conn.startExchange(request, parse, (exit) => {
+            ep.giveBack(conn)
+            done(exit as Exit.Exit<X, SocketError>)
+          })
+          return Effect.sync(() => conn.cancelExchange())
+        })
+      return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
+        Effect.catchIf(isCoreConnectionError, (error) => Effect.fail(ep.typed(error)))
+      ) as Effect.Effect<X, TcpPoolError | SocketError>
     })
   }
 
