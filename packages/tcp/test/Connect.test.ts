@@ -84,10 +84,13 @@ describe("connect failures", () => {
       })
       const fiber = yield* Effect.fork(Effect.exit(pool.withConnection(`svc.test:${port}`, () => Effect.void)))
       yield* eventually(() => starts.length === 1)
-      // the clock moves in 50 ms steps, each followed by time for the (real) refused connect to fail
+      // the clock moves in 50 ms steps; after each, any attempt it started has failed (on real sockets) before the
+      // next step, so that its backoff starts at the clock time of its attempt
+      const failed = () =>
+        Effect.runSync(pool.stats(`svc.test:${port}`)).pipe(Option.map((s) => s.errors), Option.getOrElse(() => 0))
       for (let t = 0; t < 8000 && starts.length < 4; t += 50) {
         yield* TestClock.adjust(50)
-        yield* live(3)
+        yield* eventually(() => failed() === starts.length)
       }
       assert.strictEqual(starts.length, 4, "one attempt and three retries")
       // each delay is uniform in [d / 2, d], d = 1 s, 2 s, 4 s
