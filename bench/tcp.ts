@@ -1,8 +1,8 @@
 /**
  * TCP pools, 10 connections and 200 concurrent callers each looping for a fixed time, in one run:
  *
- * - HTTP/1.1 GET on keep-alive connections to a `node:http` server in a child process: our `TcpPool` with a
- *   minimal HTTP/1.1 exchange, undici's `Pool`, and Node's `http.Agent({ keepAlive: true })`;
+ * - HTTP/1.1 GET on keep-alive connections to a `node:http` server in a child process: our `TcpPool.exchange` with
+ *   a minimal HTTP/1.1 response parser, undici's `Pool`, and Node's `http.Agent({ keepAlive: true })`;
  * - Redis `PING` to a redis-server of the bench's own: our `TcpPool.exchange` against a `generic-pool` of sockets,
  *   both with the same one-line reply reading, so that the pools are what differs.
  *
@@ -17,7 +17,6 @@ import * as http from "node:http"
 import * as net from "node:net"
 import { Pool } from "undici"
 import { TcpPool } from "../packages/tcp/src/index.js"
-import { get } from "../packages/tcp/test/support/http.js"
 import { redis } from "../packages/tcp/test/support/servers.js"
 import type { Target } from "./common.js"
 import {
@@ -40,7 +39,7 @@ const CONNECTIONS = 10
 const CALLERS = 200
 const WARMUP_MS = 500
 
-const OURS_HTTP = "TcpPool + minimal HTTP/1.1"
+const OURS_HTTP = "TcpPool.exchange HTTP/1.1 GET"
 const UNDICI = "undici Pool"
 const AGENT = "http.Agent keepAlive"
 const OURS_REDIS = "TcpPool.exchange PING"
@@ -129,14 +128,24 @@ const oursClient = async (
   }
 }
 
+const GET = Buffer.from("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+const HEAD_END = Buffer.from("\r\n\r\n")
+
+/** A whole response with a content-length body: the body and the bytes it took, or `undefined` for more. */
+const parseResponse = (data: Buffer) => {
+  const end = data.indexOf(HEAD_END)
+  if (end === -1) return undefined
+  const length = Number(/\r\ncontent-length: *(\d+)/i.exec(data.toString("latin1", 0, end))?.[1] ?? 0)
+  const total = end + 4 + length
+  return data.length < total ? undefined : ([data.toString("utf8", end + 4, total), total] as const)
+}
+
 const httpSubjects = (port: number): ReadonlyArray<Subject> => [
   {
     name: OURS_HTTP,
     open: () =>
-      oursClient(
-        { maxConnectionsPerEndpoint: CONNECTIONS },
-        (pool) => pool.withConnection(`127.0.0.1:${port}`, (conn) => Effect.map(get(conn), (r) => r.body === "ok"))
-      )
+      oursClient({ maxConnectionsPerEndpoint: CONNECTIONS }, (pool) =>
+        Effect.map(pool.exchange(`127.0.0.1:${port}`, GET, parseResponse), (body) => body === "ok"))
   },
   {
     name: UNDICI,
