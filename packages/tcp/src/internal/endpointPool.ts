@@ -46,6 +46,10 @@ export class EndpointState {
   generation = 0
   errors = 0
   private readonly recent = new Map<string, ConnectError>()
+  /** The scope its pool lives in, made with the pool. */
+  scope: Scope.CloseableScope | undefined = undefined
+  /** Whether a caller began building its pool. */
+  started = false
   /** The pool being made, until `pool` is set. */
   pending: Effect.Effect<ConnectionPool.ConnectionPool<ConnectionImpl>, PoolClosed> | undefined = undefined
   readonly metrics: metrics.EndpointMetrics
@@ -54,7 +58,6 @@ export class EndpointState {
   constructor(
     readonly endpoint: Endpoint.Endpoint,
     readonly shared: Shared,
-    readonly scope: Scope.CloseableScope,
     readonly ready: Deferred.Deferred<ConnectionPool.ConnectionPool<ConnectionImpl>, PoolClosed>
   ) {
     this.lastUsed = shared.clock.unsafeCurrentTimeMillis()

@@ -7,6 +7,7 @@ import * as Deferred from "effect/Deferred"
 import * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { pipeArguments } from "effect/Pipeable"
@@ -91,12 +92,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
     if (this.closed) return undefined
     let ep = this.endpoints.get(endpoint.key)
     if (ep === undefined) {
-      ep = new EndpointState(
-        endpoint,
-        this,
-        Effect.runSync(Scope.make()),
-        Deferred.unsafeMake(undefined as never)
-      )
+      ep = new EndpointState(endpoint, this, Deferred.unsafeMake(FiberId.none))
       this.endpoints.set(endpoint.key, ep)
       ep.pending = this.start(ep)
     }
@@ -104,23 +100,42 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
     return ep
   }
 
-  /** Builds the endpoint's pool in its own scope, whoever asked first being interrupted or not. */
+  /**
+   * Builds the endpoint's pool in a scope of its own, uninterruptibly (whoever asked first may be interrupted); a
+   * pool finished after the shutdown began is closed at once.
+   */
   start(ep: EndpointState): Effect.Effect<ConnectionPool.ConnectionPool<ConnectionImpl>, PoolClosed> {
-    const build = ConnectionPool.make(ep.poolOptions).pipe(
-      Scope.extend(ep.scope),
-      Effect.orDieWith((error: InvalidConfig) => new Error(`options checked by make, yet: ${error.message}`)),
-      Effect.tap((pool) => {
-        ep.pool = pool
-        return Effect.logDebug(`endpoint ${ep.endpoint.key} added`)
-      }),
-      Effect.annotateLogs({ pool: this.name })
-    )
-    let started = false
+    const build = Effect.flatMap(Scope.make(), (scope) => {
+      ep.scope = scope
+      return ConnectionPool.make(ep.poolOptions).pipe(
+        Scope.extend(scope),
+        Effect.orDieWith((error: InvalidConfig) => new Error(`options checked by make, yet: ${error.message}`)),
+        Effect.flatMap((pool) => {
+          if (this.closed) return Effect.zipRight(Scope.close(scope, Exit.void), Effect.fail(this.closedError))
+          ep.pool = pool
+          return Effect.as(Effect.logDebug(`endpoint ${ep.endpoint.key} added`), pool)
+        }),
+        Effect.annotateLogs({ pool: this.name })
+      )
+    })
     return Effect.suspend(() => {
-      if (started) return Deferred.await(ep.ready)
-      started = true
+      if (ep.started) return Deferred.await(ep.ready)
+      ep.started = true
       return Effect.zipRight(Effect.uninterruptible(Deferred.complete(ep.ready, build)), Deferred.await(ep.ready))
     })
+  }
+
+  get closedError(): PoolClosed {
+    return new PoolClosed({ pool: this.name })
+  }
+
+  /** Closes an endpoint's pool; one still being built is waited for (it is quick and uninterruptible). */
+  closeEndpoint(ep: EndpointState): Effect.Effect<void> {
+    if (!ep.started) return Effect.asVoid(Deferred.fail(ep.ready, this.closedError))
+    return Effect.zipRight(
+      Effect.exit(Deferred.await(ep.ready)),
+      Effect.suspend(() => ep.scope === undefined ? Effect.void : Scope.close(ep.scope, Exit.void))
+    )
   }
 
   poolOf(ep: EndpointState): Effect.Effect<ConnectionPool.ConnectionPool<ConnectionImpl>, PoolClosed> {
@@ -163,7 +178,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
       const endpoint = decoded.right
       const ep = this.enter(endpoint)
-      if (ep === undefined) return Effect.fail(new PoolClosed({ pool: this.name }))
+      if (ep === undefined) return Effect.fail(this.closedError)
       const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) =>
         pool.withConnection((conn: ConnectionImpl) => this.use(ep, conn, f))
       return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
@@ -186,7 +201,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       const decoded = this.decode(input)
       if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
       const ep = this.enter(decoded.right)
-      if (ep === undefined) return Effect.fail(new PoolClosed({ pool: this.name }))
+      if (ep === undefined) return Effect.fail(this.closedError)
       const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) =>
         pool.withConnectionCallback<X, SocketError>((conn, done) => {
           ep.lend(conn)
@@ -208,7 +223,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
       const endpoint = decoded.right
       const ep = this.enter(endpoint)
-      if (ep === undefined) return Effect.fail(new PoolClosed({ pool: this.name }))
+      if (ep === undefined) return Effect.fail(this.closedError)
       return Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Effect.scope, (scope) =>
           restore(Effect.flatMap(this.poolOf(ep), (pool) => pool.get)).pipe(
@@ -266,7 +281,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
         this.endpoints.delete(ep.endpoint.key)
         return Effect.zipRight(
           Effect.logDebug(`endpoint ${ep.endpoint.key} evicted, unused for ${timeout} ms`),
-          Scope.close(ep.scope, Exit.void)
+          this.closeEndpoint(ep)
         )
       })
     const pass = Effect.suspend(() =>
@@ -281,7 +296,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       this.closed = true
       const all = Array.from(this.endpoints.values())
       this.endpoints.clear()
-      return Effect.forEach(all, (ep) => Scope.close(ep.scope, Exit.void), { discard: true, concurrency: "unbounded" })
+      return Effect.forEach(all, (ep) => this.closeEndpoint(ep), { discard: true, concurrency: "unbounded" })
     }).pipe(Effect.zipRight(Effect.logDebug("tcp pool shut down")), Effect.annotateLogs({ pool: this.name }))
   }
 
