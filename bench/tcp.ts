@@ -121,7 +121,10 @@ const oursClient = async (
           })
         })
       return Effect.runPromise(
-        Effect.forEach(Array.from({ length: CALLERS }, (_, i) => i), caller, { concurrency: "unbounded", discard: true })
+        Effect.forEach(Array.from({ length: CALLERS }, (_, i) => i), caller, {
+          concurrency: "unbounded",
+          discard: true
+        })
       )
     },
     close: () => Effect.runPromise(Scope.close(scope, Exit.void))
@@ -287,7 +290,10 @@ const startHttpServer = (): Promise<{ port: number; stop: () => void }> =>
       const http = require("node:http")
       const server = http.createServer((req, res) => {
         req.resume()
-        req.on("end", () => { res.writeHead(200, { "content-type": "text/plain", "content-length": "2" }); res.end("ok") })
+        req.on("end", () => {
+          res.writeHead(200, { "content-type": "text/plain", "content-length": "2" })
+          res.end("ok")
+        })
       })
       server.keepAliveTimeout = 60000
       server.listen(0, "127.0.0.1", () => console.log(server.address().port))`
@@ -297,7 +303,8 @@ const startHttpServer = (): Promise<{ port: number; stop: () => void }> =>
   })
 
 const row = (r: Result) =>
-  `| ${r.name} | ${rate(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${r.fewest} / ${r.most} |${r.wrong > 0 ? ` ${r.wrong} wrong` : ""}`
+  `| ${r.name} | ${rate(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${r.fewest} / ${r.most} |` +
+  (r.wrong > 0 ? ` ${r.wrong} wrong` : "")
 
 export const main = async (): Promise<void> => {
   const began = performance.now()
@@ -317,7 +324,8 @@ export const main = async (): Promise<void> => {
   try {
     for (let r = 0; r < rounds; r++) {
       const results = new Map<string, Result>()
-      for (const subject of [...rotate(httpSubjects(httpServer.port), r), ...rotate(redisSubjects(redisServer.port), r)]) {
+      const subjects = [...rotate(httpSubjects(httpServer.port), r), ...rotate(redisSubjects(redisServer.port), r)]
+      for (const subject of subjects) {
         progress(`round ${r + 1}: ${subject.name}`)
         const result = await measure(subject, seconds)
         results.set(subject.name, result)
@@ -346,7 +354,9 @@ export const main = async (): Promise<void> => {
   console.log(`## Medians of ${rounds} rounds`)
   console.log(`- ours / http.Agent: ${times(median(ratios.agent), 2)} (rounds: ${list(ratios.agent)})`)
   console.log(`- ours / undici Pool: ${times(median(ratios.undici), 2)} (rounds: ${list(ratios.undici)})`)
-  console.log(`- ours / generic-pool, Redis PING: ${times(median(ratios.generic), 2)} (rounds: ${list(ratios.generic)})`)
+  console.log(
+    `- ours / generic-pool, Redis PING: ${times(median(ratios.generic), 2)} (rounds: ${list(ratios.generic)})`
+  )
   const targets: ReadonlyArray<Target> = [
     { name: "HTTP ≥ 1.0× http.Agent", value: times(median(ratios.agent), 2), met: median(ratios.agent) >= 1 },
     { name: "HTTP ≥ 0.7× undici Pool", value: times(median(ratios.undici), 2), met: median(ratios.undici) >= 0.7 },

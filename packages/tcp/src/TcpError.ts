@@ -99,7 +99,11 @@ export class ConnectionTimeout extends Data.TaggedError("ConnectionTimeout")<{
   readonly attempts: number
 }> {
   override get message(): string {
-    const what = this.phase === "tls" ? "TLS handshake with" : this.phase === "handshake" ? "protocol handshake with" : "connect to"
+    const what = this.phase === "tls"
+      ? "TLS handshake with"
+      : this.phase === "handshake"
+      ? "protocol handshake with"
+      : "connect to"
     return `${what} ${this.endpoint} timed out after ${Duration.format(this.timeout)}${after(this.attempts)}`
   }
 }

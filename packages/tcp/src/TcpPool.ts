@@ -314,7 +314,8 @@ export const connection = (
 export const withConnection = <X, E, R>(
   endpoint: Endpoint.Input,
   f: (conn: Connection.Connection) => Effect.Effect<X, E, R>
-): Effect.Effect<X, E | TcpPoolError, R | TcpPool> => Effect.flatMap(TcpPool, (pool) => pool.withConnection(endpoint, f))
+): Effect.Effect<X, E | TcpPoolError, R | TcpPool> =>
+  Effect.flatMap(TcpPool, (pool) => pool.withConnection(endpoint, f))
 
 /**
  * See {@link TcpPool.exchange}.

@@ -55,7 +55,8 @@ describe("HTTP/1.1 keep-alive", () => {
         }
       })
       const calls = Array.from({ length: 60 }, (_, i) => `127.0.0.1:${i % 2 === 0 ? a.port : b.port}`)
-      const bodies = yield* Effect.forEach(calls, (ep) => pool.withConnection(ep, (conn) => Effect.map(get(conn), (r) => r.body)), {
+      const body = (ep: string) => pool.withConnection(ep, (conn) => Effect.map(get(conn), (r) => r.body))
+      const bodies = yield* Effect.forEach(calls, body, {
         concurrency: "unbounded"
       })
       assert.isTrue(bodies.every((b) => b === "ok"))

@@ -84,8 +84,9 @@ describe("TcpPool properties", () => {
             Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("a borrower never finished") })
           )
           if (Exit.isFailure(exit)) {
+            const failure = Cause.failureOption(exit.cause)
             const expected = Cause.isDie(exit.cause) ||
-              Cause.failureOption(exit.cause).pipe((o) => o._tag === "Some" && ["Boom", "TimeoutException"].includes(o.value._tag))
+              (failure._tag === "Some" && ["Boom", "TimeoutException"].includes(failure.value._tag))
             assert.isTrue(expected, `unexpected failure: ${Cause.pretty(exit.cause)}`)
           }
         }

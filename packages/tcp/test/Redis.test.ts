@@ -137,7 +137,8 @@ layer(Layer.scoped(Server, redis), { timeout: 30_000, excludeTestServices: true 
       const r = yield* Server
       const pool = yield* TcpPool.make({ protocol, validationBypass: "1 hour" })
       const ep = endpointOf(r)
-      yield* Effect.forEach([1, 2, 3], () => pool.withConnection(ep, (c) => Effect.andThen(settle, tracked(c, "PING"))), {
+      const ping = pool.withConnection(ep, (c) => Effect.andThen(settle, tracked(c, "PING")))
+      yield* Effect.forEach([1, 2, 3], () => ping, {
         concurrency: "unbounded"
       })
       assert.strictEqual((yield* stats(pool, ep)).idle, 3)
@@ -162,7 +163,9 @@ layer(Layer.scoped(Server, redis), { timeout: 30_000, excludeTestServices: true 
       assert.isTrue((yield* load).every(Exit.isSuccess))
       const during = yield* Effect.fork(
         Effect.forEach(Array.from({ length: 400 }, (_, i) => i), (i) =>
-          Effect.exit(pool.withConnection(ep, (c) => Effect.andThen(Effect.sleep("1 millis"), tracked(c, "SET", `d${i}`, "x")))),
+          Effect.exit(
+            pool.withConnection(ep, (c) => Effect.andThen(Effect.sleep("1 millis"), tracked(c, "SET", `d${i}`, "x")))
+          ),
           { concurrency: 8 })
       )
       yield* Effect.sleep("30 millis")
@@ -176,7 +179,8 @@ layer(Layer.scoped(Server, redis), { timeout: 30_000, excludeTestServices: true 
         assert.include(["SocketError", "ConnectionFailed"], Option.getOrThrow(error)._tag)
       }
       yield* r.start
-      const after = yield* Effect.forEach([1, 2, 3, 4, 5, 6], () => pool.withConnection(ep, (c) => tracked(c, "PING")), {
+      const ping = pool.withConnection(ep, (c) => tracked(c, "PING"))
+      const after = yield* Effect.forEach([1, 2, 3, 4, 5, 6], () => ping, {
         concurrency: 3
       })
       assert.deepStrictEqual(after, ["PONG", "PONG", "PONG", "PONG", "PONG", "PONG"])
@@ -191,7 +195,8 @@ describe("Redis pool lifecycle", () => {
       const before = yield* clients(r)
       const sockets = yield* Effect.scoped(Effect.gen(function*() {
         const pool = yield* TcpPool.make({ protocol })
-        yield* Effect.forEach([1, 2, 3, 4], () => pool.withConnection(ep, (c) => Effect.andThen(settle, tracked(c, "PING"))), {
+        const ping = pool.withConnection(ep, (c) => Effect.andThen(settle, tracked(c, "PING")))
+        yield* Effect.forEach([1, 2, 3, 4], () => ping, {
           concurrency: "unbounded"
         })
         assert.strictEqual((yield* clients(r)) - before, 4)

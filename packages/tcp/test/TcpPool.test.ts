@@ -186,7 +186,8 @@ describe("TcpPool", () => {
         yield* TestClock.adjust("2 minutes")
         yield* eventually(() => server.open() === 0)
       })).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)), Logger.withMinimumLogLevel(LogLevel.Debug))
-      const has = (re: RegExp) => assert.isTrue(logs.some((l) => re.test(l)), `no log matching ${re}: ${logs.join(" | ")}`)
+      const has = (re: RegExp) =>
+        assert.isTrue(logs.some((l) => re.test(l)), `no log matching ${re}: ${logs.join(" | ")}`)
       has(/^connection \d+ opened to 127\.0\.0\.1$/)
       has(/^connection reused \d+$/)
       has(/^connection \d+ closed$/)

@@ -62,8 +62,9 @@ layer(TlsLive, { excludeTestServices: true })("TLS", (it) => {
     Effect.gen(function*() {
       const { certs, port } = yield* Server
       const pool = yield* TcpPool.make({ resolver, tls: { ca: certs.ca, ALPN: ["h2", "http/1.1"] } })
-      assert.deepStrictEqual(yield* hello(pool, `a.test:${port}`), { sni: "a.test", subject: "a.test", alpn: "http/1.1" })
-      assert.deepStrictEqual(yield* hello(pool, `b.test:${port}`), { sni: "b.test", subject: "b.test", alpn: "http/1.1" })
+      for (const name of ["a.test", "b.test"]) {
+        assert.deepStrictEqual(yield* hello(pool, `${name}:${port}`), { sni: name, subject: name, alpn: "http/1.1" })
+      }
       // two endpoints, two pools
       assert.strictEqual((yield* pool.allStats).endpoints.length, 2)
     }))
@@ -93,7 +94,10 @@ layer(TlsLive, { excludeTestServices: true })("TLS", (it) => {
       const { certs, port } = yield* Server
       const pool = yield* TcpPool.make({ resolver, tls: { ca: certs.ca } })
       const error = failure(yield* Effect.exit(hello(pool, `c.test:${port}`))) as TcpError.TlsFailed
-      assert.deepStrictEqual([error._tag, error.reason, error.code], ["TlsFailed", "name-mismatch", "ERR_TLS_CERT_ALTNAME_INVALID"])
+      assert.deepStrictEqual(
+        [error._tag, error.reason, error.code],
+        ["TlsFailed", "name-mismatch", "ERR_TLS_CERT_ALTNAME_INVALID"]
+      )
     }))
 
   it.scoped("an expired certificate is TlsFailed expired", () =>
@@ -107,7 +111,8 @@ layer(TlsLive, { excludeTestServices: true })("TLS", (it) => {
   it.scoped("a client certificate, its key Redacted, for a server that asks for one", () =>
     Effect.gen(function*() {
       const { certs } = yield* Server
-      const server = tls.createServer({ ...certs.leaf("a.test"), ca: certs.ca, requestCert: true, rejectUnauthorized: true }, (socket) => {
+      const options = { ...certs.leaf("a.test"), ca: certs.ca, requestCert: true, rejectUnauthorized: true }
+      const server = tls.createServer(options, (socket) => {
         socket.on("error", () => {})
         socket.write(`${socket.getPeerCertificate().subject.CN}\n`)
       })
@@ -123,7 +128,10 @@ layer(TlsLive, { excludeTestServices: true })("TLS", (it) => {
         resolver,
         tls: { ca: certs.ca, cert: client.cert, key: Redacted.make(client.key) }
       })
-      const seen = yield* pool.withConnection(`a.test:${port}`, (conn) => Effect.map(conn.read, (d) => String(Buffer.from(d)).trim()))
+      const seen = yield* pool.withConnection(
+        `a.test:${port}`,
+        (conn) => Effect.map(conn.read, (d) => String(Buffer.from(d)).trim())
+      )
       assert.strictEqual(seen, "b.test")
     }))
 

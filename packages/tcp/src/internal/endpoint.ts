@@ -125,7 +125,8 @@ export const decode = (input: Endpoint.Input): Either.Either<Endpoint.Endpoint, 
   if (hasProperty(input, "host")) {
     return fromParts(`${String(input.host)}:${String(input.port)}`, input.host, input.port, input.secure === true)
   }
-  return Either.left(new InvalidEndpoint({ input: String(input), reason: "expected host:port, a URL or { host, port }" }))
+  const reason = "expected host:port, a URL or { host, port }"
+  return Either.left(new InvalidEndpoint({ input: String(input), reason }))
 }
 
 /** @internal */

@@ -56,7 +56,9 @@ const count = (option: string, input: number | undefined, fallback: number, min:
     return Effect.succeed(value)
   })
 
-const tlsOptions = (tls: TcpPool.TlsOptions | undefined): Effect.Effect<TcpPool.TlsOptions | undefined, InvalidConfig> => {
+const tlsOptions = (
+  tls: TcpPool.TlsOptions | undefined
+): Effect.Effect<TcpPool.TlsOptions | undefined, InvalidConfig> => {
   if (tls === undefined) return Effect.succeed(undefined)
   if (typeof tls !== "object" || tls === null) return Effect.fail(invalid("tls", tls, "must be an object"))
   if (tls.servername !== undefined && (typeof tls.servername !== "string" || tls.servername.length === 0)) {

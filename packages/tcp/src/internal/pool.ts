@@ -38,7 +38,9 @@ const readParsed = <X>(
 ): Effect.Effect<X, SocketError> => {
   const loop = (buffer: Buffer | undefined): Effect.Effect<X, SocketError> =>
     Effect.flatMap(conn.read, (chunk) => {
-      const data = buffer === undefined ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length) : Buffer.concat([buffer, chunk])
+      const data = buffer === undefined
+        ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)
+        : Buffer.concat([buffer, chunk])
       const parsed = parse(data)
       if (parsed === undefined) return loop(data)
       if (parsed[1] < data.length) conn.unread(data.subarray(parsed[1]))
@@ -235,7 +237,10 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
                 return onRelease === undefined || !cleanly(exit) ? Effect.void : onRelease(conn)
               })
             }),
-            Effect.tap((conn) => this.protocol.onAcquire === undefined ? Effect.void : restore(this.acquired(ep, conn, this.protocol.onAcquire)))
+            Effect.tap((conn) => {
+              const onAcquire = this.protocol.onAcquire
+              return onAcquire === undefined ? Effect.void : restore(this.acquired(ep, conn, onAcquire))
+            })
           ))
       ).pipe(Effect.catchIf(isCoreConnectionError, (error) => Effect.fail(ep.typed(error)))) as Effect.Effect<
         Connection.Connection,
