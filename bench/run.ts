@@ -8,7 +8,8 @@ const suites: Record<string, () => Promise<void>> = {
   pg: () => import("./pg.js").then((suite) => suite.main()),
   floor: () => import("./floor.js").then((suite) => suite.main()),
   memory: () => import("./memory.js").then((suite) => suite.main()),
-  readwrite: () => import("./readwrite.js").then((suite) => suite.main())
+  readwrite: () => import("./readwrite.js").then((suite) => suite.main()),
+  tcp: () => import("./tcp.js").then((suite) => suite.main())
 }
 const defaults = ["core", "memory", "pg"]
 
