@@ -336,6 +336,19 @@ describe("faults", () => {
         yield* eventually(pool.stats, (s) => s.idle === 3)
       }))
 
+    it.scoped("the driver's own error stays the cause, through retries and the breaker", () =>
+      Effect.gen(function*() {
+        const t = makeDriver({ down: true })
+        const pool = yield* ConnectionPool.make({ driver: t.driver, breakerThreshold: 1, connectRetries: 1, connectBackoff: "1 second" })
+        const fiber = yield* Effect.fork(Effect.flip(pool.withConnection(() => Effect.void)))
+        yield* adjust("1 second")
+        const first = yield* Fiber.join(fiber)
+        const late = yield* Effect.flip(pool.withConnection(() => Effect.void))
+        for (const e of [first, late]) {
+          assert.isTrue(e._tag === "ConnectionError" && e.cause instanceof Error && e.cause.message === "ECONNREFUSED")
+        }
+      }))
+
     it.scoped("breakerThreshold: 0 turns it off", () =>
       Effect.gen(function*() {
         const t = makeDriver({ down: true })

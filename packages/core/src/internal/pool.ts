@@ -986,7 +986,10 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     const attempt = (n: number): Effect.Effect<A, ConnectionError | PoolTimeout> =>
       Effect.catchAll(this.connectOnce(), (error) => {
         if (error._tag !== "ConnectionError") return Effect.fail(error)
-        if (n > retries) return Effect.fail(new ConnectionError({ ...error, attempts: n, pool: this.name }))
+        // `cause` is not an own enumerable field of an Error: carried over by name
+        if (n > retries) {
+          return Effect.fail(new ConnectionError({ ...error, cause: error.cause, attempts: n, pool: this.name }))
+        }
         this.counters.connectFailures++
         return Effect.flatMap(
           Random.next,
@@ -1115,6 +1118,7 @@ class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     if (b === undefined) return new ConnectionError({ reason: "the circuit breaker closed meanwhile", pool: this.name })
     return new ConnectionError({
       ...b.last,
+      cause: b.last.cause,
       pool: this.name,
       breaker: { openedAt: b.openedAt, failures: s.failures, nextProbeInMs: Math.max(0, Math.ceil(b.nextProbeAt - this.now())) }
     })
