@@ -1,11 +1,12 @@
 /**
  * Runs the benchmark suites: `node --import tsx bench/run.ts [suite]`, the default ones (core, pg) when none is
- * named. `floor` (what a fair handoff costs in effect 3 before any pool feature) runs only when named.
+ * named. `sqlite` runs only when named too. `floor` (what a fair handoff costs in effect 3 before any pool feature) runs only when named.
  */
 const suites: Record<string, () => Promise<void>> = {
   core: () => import("./core.js").then((suite) => suite.main()),
   pg: () => import("./pg.js").then((suite) => suite.main()),
-  floor: () => import("./floor.js").then((suite) => suite.main())
+  floor: () => import("./floor.js").then((suite) => suite.main()),
+  sqlite: () => import("./sqlite.js").then((suite) => suite.main())
 }
 const defaults = ["core", "pg"]
 
