@@ -121,7 +121,8 @@ const runLoad = (
   intervalMs: number
 ) =>
   Effect.gen(function*() {
-    const maxSize = yield* maxSizeOf(session)
+    // the view sums the target's pools (for SQLite: the readers and the writer)
+    const maxSize = (yield* Effect.forEach(session.pools, (p) => p.stats)).reduce((n, s) => n + s.maxSize, 0)
     let drawn = 0
     const onSample = (s: load.Sample) => {
       switch (mode) {

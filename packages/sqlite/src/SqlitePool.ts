@@ -194,7 +194,13 @@ export const make = (
     // the pools hold the internal connections the drivers made; their public type only hides them
     const internal = (pool: ConnectionPool.ConnectionPool<SqliteConnection>) =>
       pool as ConnectionPool.ConnectionPool<Conn>
-    const sql = yield* client.make(internal(readers), internal(writer), client.classifier(db), options)
+    // a first reader now, so that the first statements find one idle: callers that queue behind a connect keep
+    // queueing (each release hands over to the oldest waiter), where with an idle reader none has to
+    if (options.connectOnStart !== false) yield* readers.withConnection(() => Effect.void)
+    const sql = yield* client.make(internal(readers), internal(writer), client.classifier(db), {
+      readers: options.threads ?? "main",
+      writer: options.writerThread ?? options.threads ?? "main"
+    }, options)
     return { readers, writer, client: sql }
   })
 

@@ -66,7 +66,8 @@ for (const threads of ["main", "worker"] as const) {
         assert.strictEqual(writer.acquired - writerBefore.acquired, 100)
         assert.strictEqual(writer.maxSize, 1)
         assert.isAtMost(readers.total, 2)
-        if (threads === "worker") assert.strictEqual(readers.total, 2) // both readers served at once
+        // callers that found the first worker busy had a second one opened (it may still be starting)
+        if (threads === "worker") assert.strictEqual(readers.total + readers.pending, 2)
       })))
 
     it.live("a transaction runs on the writer: its reads see its writes, others see them after commit", () =>

@@ -40,7 +40,7 @@ export const liveBlock = (s: Sample, durationS: number, maxSize: number) => [
   `  pool wait   p50 ${upTo(s.waitP50Ms).padStart(9)}   p99 ${upTo(s.waitP99Ms).padStart(9)}`,
   `  connections in use ${String(s.inUse).padStart(3)}  idle ${String(s.idle).padStart(3)}  waiting ${
     String(s.waiting).padStart(4)
-  }  (max ${maxSize})`,
+  }  (of ${maxSize})`,
   `  errors      ${errorsText(s.errors)}`
 ]
 

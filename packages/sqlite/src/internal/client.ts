@@ -22,6 +22,12 @@ export interface ClientOptions {
 type Transform = (<A extends object>(row: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
 type Pool = ConnectionPool.ConnectionPool<Connection>
 
+/** Where the readers and the writer run. @internal */
+export interface Threads {
+  readonly readers: "main" | "worker"
+  readonly writer: "main" | "worker"
+}
+
 const toSqlError = (e: SqlError | PoolError): SqlError =>
   e._tag === "SqlError" ? e : new SqlError({ cause: e, message: "Failed to acquire connection" })
 
@@ -61,6 +67,7 @@ class PooledConnection implements SqlConnection {
     readonly readers: Pool,
     readonly writer: Pool,
     readonly isRead: (sql: string) => boolean,
+    readonly threads: Threads,
     readonly pinned: Connection | undefined
   ) {}
 
@@ -75,8 +82,14 @@ class PooledConnection implements SqlConnection {
       }
       const pinned = this.pinned
       if (pinned !== undefined) return Effect.async<any, SqlError>((resume) => pinned.run(request, resume))
-      const pool = this.isRead(sql) ? this.readers : this.writer
-      return Effect.mapError(pool.withConnectionCallback(statement(request)), toSqlError)
+      const read = this.isRead(sql)
+      const borrow = (read ? this.readers : this.writer).withConnectionCallback(statement(request))
+      // On the main thread a statement holds its connection only while it runs, synchronously, unless effect's
+      // scheduler yields the fiber in between (it may at any step, once the fiber has run long enough). Every
+      // other fiber then finds no connection and queues, and the queue, once formed, never drains: each release
+      // hands over to a waiter that has to be woken. Not yielding while borrowing keeps the connection free.
+      const main = read ? this.threads.readers === "main" : this.threads.writer === "main"
+      return Effect.mapError(main ? Effect.withMaxOpsBeforeYield(borrow, Infinity) : borrow, toSqlError)
     })
   }
 
@@ -106,12 +119,13 @@ export const make = (
   readers: Pool,
   writer: Pool,
   isRead: (sql: string) => boolean,
+  threads: Threads,
   options: ClientOptions
 ): Effect.Effect<Client.SqlClient, never, Scope.Scope | Reactivity.Reactivity> => {
-  const unpinned = new PooledConnection(readers, writer, isRead, undefined)
+  const unpinned = new PooledConnection(readers, writer, isRead, threads, undefined)
   const reserve: Effect.Effect<SqlConnection, SqlError, Scope.Scope> = Effect.map(
     Effect.mapError(writer.get, (e) => new SqlError({ cause: e, message: "Failed to acquire connection for transaction" })),
-    (conn) => new PooledConnection(readers, writer, isRead, conn)
+    (conn) => new PooledConnection(readers, writer, isRead, threads, conn)
   )
   return Client.make({
     acquirer: Effect.succeed(unpinned),
