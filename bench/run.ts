@@ -1,6 +1,6 @@
 /**
  * Runs the benchmark suites: `node --import tsx bench/run.ts [suite]`, the default ones (core, pg) when none is
- * named. `sqlite` runs only when named too. `floor` (what a fair handoff costs in effect 3 before any pool feature) runs only when named.
+ * named. `floor` (what a fair handoff costs in effect 3 before any pool feature) and `sqlite` run only when named.
  */
 const suites: Record<string, () => Promise<void>> = {
   core: () => import("./core.js").then((suite) => suite.main()),

@@ -35,7 +35,9 @@ const subjects: ReadonlyArray<Subject> = [
   }
 ]
 
-type Workload = "read" | "mixed"
+type Workload = "read" | "mixed" | "scan"
+const workloads: ReadonlyArray<Workload> = ["read", "mixed", "scan"]
+const SCAN = 20_000
 
 const seed = (filename: string) => {
   const db = new Database(filename)
@@ -60,7 +62,9 @@ const measure = (subject: Subject, filename: string, workload: Workload, ms: num
         while (performance.now() < deadline) {
           x = (x * 1103515245 + 12345) & 0x7fffffff
           const id = (x % ROWS) + 1
-          if (workload === "mixed" && x % 10 === 0) yield* sql`UPDATE items SET n = n + 1 WHERE id = ${id}`
+          if (workload === "scan") {
+            yield* sql`SELECT count(*) AS c, sum(length(name)) AS s FROM items WHERE id BETWEEN ${id} AND ${id + SCAN}`
+          } else if (workload === "mixed" && x % 10 === 0) yield* sql`UPDATE items SET n = n + 1 WHERE id = ${id}`
           else yield* sql`SELECT id, name, n FROM items WHERE id = ${id}`
           if (counting) done++
         }
@@ -88,7 +92,7 @@ export const main = async (): Promise<void> => {
     const filename = path.join(dir, "bench.db")
     progress(`sqlite: seeding ${ROWS} rows`)
     seed(filename)
-    console.log("## sqlite: point selects by primary key, and a 10 % write mix, through four SqlClients")
+    console.log("## sqlite: point selects by primary key, a 10 % write mix, and range scans, through four SqlClients")
     console.log("")
     console.log(machineLine())
     console.log(
@@ -97,7 +101,8 @@ export const main = async (): Promise<void> => {
     )
     console.log(
       `- ${FIBERS} fibers each looping \`SELECT id, name, n FROM items WHERE id = ?\` on a ${ROWS}-row table in ` +
-        "WAL mode (read), or that with one statement in ten `UPDATE items SET n = n + 1 WHERE id = ?` (mixed)"
+        "WAL mode (read), or that with one statement in ten `UPDATE items SET n = n + 1 WHERE id = ?` (mixed); and, " +
+        `to show where worker threads pay, an aggregate over ${SCAN} rows by primary-key range (scan)`
     )
     console.log(
       `- ${seconds} s per client and workload (BENCH_SQLITE_SECONDS) after a ${WARMUP_MS} ms warm-up, ${rounds} ` +
@@ -109,7 +114,7 @@ export const main = async (): Promise<void> => {
     const ratios = new Map<string, Array<number>>()
     const key = (s: Subject, w: Workload) => `${s.name}|${w}`
     for (let r = 0; r < rounds; r++) {
-      for (const workload of ["read", "mixed"] as const) {
+      for (const workload of workloads) {
         const round = new Map<Subject, number>()
         for (const s of rotate(subjects, r)) {
           progress(`round ${r + 1}/${rounds}: ${workload}: ${s.name}`)
@@ -123,12 +128,12 @@ export const main = async (): Promise<void> => {
         }
       }
     }
-    console.log("| client | read: statements/s | read: × SqliteClient | mixed: statements/s | mixed: × SqliteClient |")
-    console.log("|---|---:|---:|---:|---:|")
+    console.log(`| client | ${workloads.map((w) => `${w}: statements/s | ${w}: × SqliteClient`).join(" | ")} |`)
+    console.log(`|---|${workloads.map(() => "---:|---:").join("|")}|`)
     for (const s of subjects) {
       const cell = (w: Workload) =>
         `${rate(median(runs.get(key(s, w))!))} | ${times(median(ratios.get(key(s, w))!), 2)}`
-      console.log(`| ${s.name} | ${cell("read")} | ${cell("mixed")} |`)
+      console.log(`| ${s.name} | ${workloads.map(cell).join(" | ")} |`)
     }
     console.log("")
     const spread = (w: Workload, s: Subject) => {
@@ -137,7 +142,7 @@ export const main = async (): Promise<void> => {
     }
     console.log(
       "Ratio range over rounds (noise: the machine is shared): " +
-        subjects.slice(1).map((s) => `${s.name}: read ${spread("read", s)}, mixed ${spread("mixed", s)}`).join("; ")
+        subjects.slice(1).map((s) => `${s.name}: ${workloads.map((w) => `${w} ${spread(w, s)}`).join(", ")}`).join("; ")
     )
     console.log("")
   } finally {

@@ -9,7 +9,8 @@ export const serve = Command.make(
   { pool: PoolOptions.options, port: Args.integer({ name: "PORT" }) },
   ({ pool, port }) =>
     Effect.scoped(Effect.gen(function*() {
-      const conns = yield* ConnectionPool.make({ ...pool, driver: { connect: Effect.succeed({}), close: () => Effect.void } })
+      const driver = { connect: Effect.succeed({}), close: () => Effect.void } // your client's driver here
+      const conns = yield* ConnectionPool.make({ ...pool, driver })
       yield* Console.log(`serving on ${port} with up to ${(yield* conns.stats).maxSize} connections`)
     }))
 )

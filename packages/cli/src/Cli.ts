@@ -27,14 +27,18 @@ import * as PoolOptions from "./PoolOptions.js"
 import * as Target from "./Target.js"
 
 const target = Args.text({ name: "TARGET" }).pipe(
-  Args.withDescription("postgres://user@host:port/db, sqlite:FILE, or nothing: an embedded SQLite database in a temp dir")
+  Args.withDescription(
+    "postgres://user@host:port/db, sqlite:FILE, or nothing: an embedded SQLite database in a temp dir"
+  )
 )
+
+const usage = (text: string) => ValidationError.invalidValue(HelpDoc.p(text))
 
 const positiveInteger = (name: string, fallback: number, description: string) =>
   Options.integer(name).pipe(
     Options.withDefault(fallback),
     Options.mapEffect((n) =>
-      n >= 1 ? Effect.succeed(n) : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name} must be at least 1, got ${n}`)))
+      n >= 1 ? Effect.succeed(n) : Effect.fail(usage(`--${name} must be at least 1, got ${n}`))
     ),
     Options.withDescription(description)
   )
@@ -47,7 +51,7 @@ const durationFlag = (name: string, fallback: string, description: string) =>
       const d = PoolOptions.parseDuration(text)
       return Option.isSome(d) && Duration.isFinite(d.value) && Duration.toMillis(d.value) > 0
         ? Effect.succeed(Duration.toMillis(d.value))
-        : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--${name}: "${text}" is not a positive duration (try 5s)`)))
+        : Effect.fail(usage(`--${name}: "${text}" is not a positive duration (try 5s)`))
     }),
     Options.withDescription(description)
   )
@@ -191,7 +195,7 @@ const parseSizes = Options.text("sizes").pipe(
       const sizes = text.split(",").map((s) => Number(s.trim()))
       return sizes.every((n) => Number.isInteger(n) && n >= 1)
         ? Effect.succeed(Option.some([...new Set(sizes)].sort((a, b) => a - b)))
-        : Effect.fail(ValidationError.invalidValue(HelpDoc.p(`--sizes: "${text}" is not a list of positive integers`)))
+        : Effect.fail(usage(`--sizes: "${text}" is not a list of positive integers`))
     }
   }))
 )
@@ -278,7 +282,8 @@ const checkCommand = Command.make("check", {
     const version = yield* Target.version(session)
     const queryMs = performance.now() - started
     if (w.json) {
-      return yield* json({ type: "check", ok: true, target: session.shown, version, connectMs: session.connectMs, queryMs })
+      const { connectMs, shown } = session
+      return yield* json({ type: "check", ok: true, target: shown, version, connectMs, queryMs })
     }
     yield* view.write(scrub(
       `target   ${session.shown}\nserver   ${version}\nconnect  ${view.ms(session.connectMs)}\n` +

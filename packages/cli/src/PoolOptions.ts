@@ -102,16 +102,31 @@ export const fields = Options.all({
     Options.optional
   ),
   minSize: integer("min-size", "Connections kept open even when idle. Default 0."),
-  maxSize: integer("max-size", "Most connections open at once. Default 10 (SQLite readers: 1, or one per core on workers)."),
+  maxSize: integer(
+    "max-size",
+    "Most connections open at once. Default 10 (SQLite readers: 1, or one per core on workers)."
+  ),
   acquireTimeout: duration("acquire-timeout", "Longest a caller waits for a connection (PoolTimeout). Default 30s."),
   connectTimeout: duration("connect-timeout", "Longest one connect may take. Default: --acquire-timeout."),
-  idleTimeout: duration("idle-timeout", "An idle connection is closed after this long, down to --min-size. Default 10m."),
+  idleTimeout: duration(
+    "idle-timeout",
+    "An idle connection is closed after this long, down to --min-size. Default 10m."
+  ),
   maxLifetime: duration("max-lifetime", "A connection is closed once this old, never while in use. Default 30m."),
-  maxLifetimeJitter: fraction("max-lifetime-jitter", "Random fraction taken off each lifetime, in [0, 1). Default 0.025."),
-  validationBypass: duration("validation-bypass", "Connections idle for less than this are lent unchecked. Default 500ms."),
+  maxLifetimeJitter: fraction(
+    "max-lifetime-jitter",
+    "Random fraction taken off each lifetime, in [0, 1). Default 0.025."
+  ),
+  validationBypass: duration(
+    "validation-bypass",
+    "Connections idle for less than this are lent unchecked. Default 500ms."
+  ),
   validationTimeout: duration("validation-timeout", "Longest a validation may take. Default 5s."),
   keepaliveInterval: duration("keepalive-interval", "Idle connections are validated this often. Default off."),
-  connectRetries: integer("connect-retries", "Extra connects tried for a caller before its ConnectionError. Default 0."),
+  connectRetries: integer(
+    "connect-retries",
+    "Extra connects tried for a caller before its ConnectionError. Default 0."
+  ),
   connectBackoff: duration("connect-backoff", "First delay between failed connects, doubling. Default 100ms."),
   connectBackoffMax: duration("connect-backoff-max", "Cap of that delay. Default 10s."),
   shutdownTimeout: duration("shutdown-timeout", "How long connections in use have at shutdown. Default 30s.")
@@ -126,7 +141,10 @@ export const fields = Options.all({
 export const options: Options.Options<ConnectionPool.PoolConfig> = fields.pipe(
   Options.map(defined),
   Options.mapEffect((config) =>
-    Effect.mapError(validate(config), (e) => ValidationError.invalidValue(HelpDoc.p(`--${flagOf(e.option)}: ${e.message}`)))
+    Effect.mapError(
+      validate(config),
+      (e) => ValidationError.invalidValue(HelpDoc.p(`--${flagOf(e.option)}: ${e.message}`))
+    )
   )
 )
 

@@ -38,7 +38,9 @@ export type Target =
  */
 export class BadTarget extends Data.TaggedError("BadTarget")<{ readonly shown: string; readonly reason: string }> {
   override get message(): string {
-    return this.reason === "unknown option" ? `unknown option ${this.shown}` : `bad TARGET ${this.shown}: ${this.reason}`
+    return this.reason === "unknown option"
+      ? `unknown option ${this.shown}`
+      : `bad TARGET ${this.shown}: ${this.reason}`
   }
 }
 
@@ -182,7 +184,8 @@ export const open = (
 export const seed = (session: Session): Effect.Effect<void, SqlError> => {
   const sql = session.sql
   return Effect.gen(function*() {
-    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(TABLE)} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n INTEGER NOT NULL)`
+    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(TABLE)}
+      (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n INTEGER NOT NULL)`
     const [{ c }] = yield* sql<{ c: number | string }>`SELECT count(*) AS c FROM ${sql(TABLE)}`
     if (Number(c) > 0) return
     if (session.kind === "postgres") {

@@ -97,7 +97,8 @@ describe("PoolOptions", () => {
     }))
 
   it("parseDuration reads short units, effect's form, and off", () => {
-    const ms = (s: string) => PoolOptions.parseDuration(s).pipe((o) => (o._tag === "Some" ? Duration.toMillis(o.value) : NaN))
+    const ms = (s: string) =>
+      PoolOptions.parseDuration(s).pipe((o) => (o._tag === "Some" ? Duration.toMillis(o.value) : NaN))
     assert.strictEqual(ms("250ms"), 250)
     assert.strictEqual(ms("1.5s"), 1500)
     assert.strictEqual(ms("2m"), 120_000)

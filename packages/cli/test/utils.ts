@@ -17,7 +17,8 @@ export interface Result {
 /** Runs the command as a user would (`connection-pool ARGS`), from the repo root. */
 export const cli = (args: ReadonlyArray<string>, timeoutMs = 60_000): Promise<Result> =>
   new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { cwd: repoRoot, timeout: timeoutMs, env: { ...process.env, NO_COLOR: "1" } }, (error, stdout, stderr) => {
+    const options = { cwd: repoRoot, timeout: timeoutMs, env: { ...process.env, NO_COLOR: "1" } }
+    execFile(process.execPath, [bin, ...args], options, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof error.code === "number" ? error.code : -1
       resolve({ code, stdout, stderr })
     })

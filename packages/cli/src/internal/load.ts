@@ -206,7 +206,9 @@ export const run = (session: Session, options: LoadOptions): Effect.Effect<Summa
       return s
     })
     const workers = yield* Effect.forkAll(Array.from({ length: options.concurrency }, () => loop))
-    const ticker = yield* Effect.fork(Effect.forever(Effect.zipRight(Effect.sleep(options.intervalMs / 4), maybeSample)))
+    const ticker = yield* Effect.fork(
+      Effect.forever(Effect.zipRight(Effect.sleep(options.intervalMs / 4), maybeSample))
+    )
     yield* Fiber.join(workers)
     yield* Fiber.interrupt(ticker)
     const elapsed = (performance.now() - started) / 1000

@@ -63,7 +63,8 @@ export const svg = (points: ReadonlyArray<Point>, chosen: Point, title: string):
     const x = left + i * slot + slot * 0.15
     const y = height - bottom - h
     const fill = p === chosen ? "#2a9d4b" : "#4a78c2"
-    return `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(slot * 0.7).toFixed(1)}" height="${h.toFixed(1)}" ` +
+    return `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(slot * 0.7).toFixed(1)}" ` +
+      `height="${h.toFixed(1)}" ` +
       `fill="${fill}"><title>max-size ${p.maxSize}: ${Math.round(p.opsPerS)} ops/s, wait p99 ≤${ms(p.waitP99Ms)}` +
       `</title></rect>\n<text x="${(x + slot * 0.35).toFixed(1)}" y="${height - bottom + 18}" text-anchor="middle">` +
       `${p.maxSize}</text>\n<text x="${(x + slot * 0.35).toFixed(1)}" y="${(y - 6).toFixed(1)}" text-anchor="middle" ` +
@@ -72,8 +73,10 @@ export const svg = (points: ReadonlyArray<Point>, chosen: Point, title: string):
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" ` +
     `font-size="13">\n<rect width="100%" height="100%" fill="white"/>\n` +
     `<text x="${width / 2}" y="24" text-anchor="middle" font-size="15">${escape(title)}</text>\n` +
-    `<text x="${width / 2}" y="${height - 12}" text-anchor="middle">max-size (recommended: ${chosen.maxSize})</text>\n` +
-    `<text x="18" y="${height / 2}" transform="rotate(-90 18 ${height / 2})" text-anchor="middle">statements/s</text>\n` +
+    `<text x="${width / 2}" y="${height - 12}" text-anchor="middle">` +
+    `max-size (recommended: ${chosen.maxSize})</text>\n` +
+    `<text x="18" y="${height / 2}" transform="rotate(-90 18 ${height / 2})" text-anchor="middle">` +
+    "statements/s</text>\n" +
     `<line x1="${left}" y1="${height - bottom}" x2="${width - 10}" y2="${height - bottom}" stroke="black"/>\n` +
     bars.join("\n") + "\n</svg>\n"
 }

@@ -11,7 +11,11 @@ const num = (x: number, digits = 0) =>
   Number.isFinite(x) ? x.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "—"
 
 /** Milliseconds, with precision where it matters. @internal */
-export const ms = (x: number) => Number.isNaN(x) ? "—" : x === Infinity ? ">52s" : x < 1 ? `${x.toFixed(2)}ms` : x < 100 ? `${x.toFixed(1)}ms` : `${Math.round(x)}ms`
+export const ms = (x: number) => {
+  if (Number.isNaN(x)) return "—"
+  if (x === Infinity) return ">52s" // past the wait histogram's last bucket
+  return x < 1 ? `${x.toFixed(2)}ms` : x < 100 ? `${x.toFixed(1)}ms` : `${Math.round(x)}ms`
+}
 
 /** A wait quantile is a histogram bucket's upper bound. */
 const upTo = (x: number) => Number.isNaN(x) ? "—" : `≤${ms(x)}`
@@ -53,7 +57,10 @@ export const summaryTable = (s: Summary) => {
   const rows: Array<[string, string]> = [
     ["statements", num(s.ops)],
     ["throughput", `${num(s.opsPerS)} /s`],
-    ["latency p50 / p90 / p99 / max", `${ms(s.latencyP50Ms)} / ${ms(s.latencyP90Ms)} / ${ms(s.latencyP99Ms)} / ${ms(s.latencyMaxMs)}`],
+    [
+      "latency p50 / p90 / p99 / max",
+      [s.latencyP50Ms, s.latencyP90Ms, s.latencyP99Ms, s.latencyMaxMs].map(ms).join(" / ")
+    ],
     ["pool wait p50 / p99", `${upTo(s.waitP50Ms)} / ${upTo(s.waitP99Ms)}`],
     ["connections opened", num(s.created)],
     ["acquire timeouts", num(s.timeouts)],

@@ -124,7 +124,10 @@ export const make = (
 ): Effect.Effect<Client.SqlClient, never, Scope.Scope | Reactivity.Reactivity> => {
   const unpinned = new PooledConnection(readers, writer, isRead, threads, undefined)
   const reserve: Effect.Effect<SqlConnection, SqlError, Scope.Scope> = Effect.map(
-    Effect.mapError(writer.get, (e) => new SqlError({ cause: e, message: "Failed to acquire connection for transaction" })),
+    Effect.mapError(
+      writer.get,
+      (e) => new SqlError({ cause: e, message: "Failed to acquire connection for transaction" })
+    ),
     (conn) => new PooledConnection(readers, writer, isRead, threads, conn)
   )
   return Client.make({

@@ -233,7 +233,10 @@ export const connectWorker = (options: OpenOptions): Effect.Effect<Connection, C
       if (!ready) {
         ready = true // no second resume from "exit"
         return resume(Effect.fail(
-          new ConnectionError({ reason: `SQLite worker for "${options.filename}" failed to start: ${error.message}`, cause: error })
+          new ConnectionError({
+            reason: `SQLite worker for "${options.filename}" failed to start: ${error.message}`,
+            cause: error
+          })
         ))
       }
       fail(`its worker thread failed: ${error.message}`)
@@ -270,7 +273,8 @@ export const connectWorker = (options: OpenOptions): Effect.Effect<Connection, C
       worker,
       run: (request, done) => {
         if (exited || terminating) {
-          return done(Exit.fail(failed(new WorkerCrashed({ filename: options.filename, reason: "its worker thread had exited" }))))
+          const reason = "its worker thread had exited"
+          return done(Exit.fail(failed(new WorkerCrashed({ filename: options.filename, reason }))))
         }
         pending = done
         worker.postMessage(request)
