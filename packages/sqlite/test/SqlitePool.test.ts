@@ -146,18 +146,24 @@ describe("worker threads", () => {
       assert.strictEqual(readers.created, 2)
     })))
 
-  it.live("readers on workers run in parallel", () =>
+  it.live("readers on workers run at the same time, and the event loop keeps running meanwhile", () =>
     Effect.scoped(Effect.gen(function*() {
-      const { sql: client } = yield* open({ threads: "worker", maxSize: 2 })
+      const { context, sql: client } = yield* open({ threads: "worker", maxSize: 2 })
       const sql = yield* client
-      const one = Date.now()
-      yield* sql.unsafe(slowQuery(1_000_000))
-      const single = Date.now() - one
-      const both = Date.now()
-      yield* Effect.all([sql.unsafe(slowQuery(1_000_000)), sql.unsafe(slowQuery(1_000_000))], { concurrency: 2 })
-      const parallel = Date.now() - both
-      // two cores: two queries take well under twice one (generous, the machine is shared)
-      assert.isBelow(parallel, single * 1.8, `one query ${single} ms, two in parallel ${parallel} ms`)
+      const both = yield* Effect.fork(
+        Effect.all([sql.unsafe(slowQuery(3_000_000)), sql.unsafe(slowQuery(3_000_000))], { concurrency: 2 })
+      )
+      let ticks = 0
+      const tick = Effect.zipRight(Effect.sleep("5 millis"), Effect.sync(() => ticks++))
+      const ticker = yield* Effect.fork(Effect.forever(tick))
+      // both readers busy at once, while this fiber and the ticker go on running on the main thread
+      const busy = yield* waitFor(Effect.provide(SqlitePool.Readers.stats, context), (s) => s.inUse === 2)
+      assert.strictEqual(busy.inUse, 2)
+      const during = ticks
+      const results = yield* Fiber.join(both)
+      yield* Fiber.interrupt(ticker)
+      assert.deepStrictEqual(results, [[{ n: 3_000_000 }], [{ n: 3_000_000 }]])
+      assert.isAbove(ticks, during, "timers fired while the queries ran")
     })))
 })
 
