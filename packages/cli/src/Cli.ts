@@ -62,8 +62,8 @@ const common = {
   workload: Options.choice("workload", ["read", "mixed"]).pipe(
     Options.withDefault("read" as const),
     Options.withDescription(
-      `Built-in workload on table ${Target.TABLE} (created with ${Target.ROWS} rows if missing): read (SELECT by ` +
-        "primary key) or mixed (10 % UPDATE)."
+      `Built-in workload on table ${Target.TABLE} (created with ${Target.ROWS} rows if missing, and then dropped ` +
+        "at exit): read (SELECT by primary key) or mixed (10 % UPDATE)."
     )
   ),
   query: Options.text("query").pipe(

@@ -176,16 +176,28 @@ export const open = (
   })
 
 /**
- * Creates the built-in workloads' table (`connection_pool_load`: id, name, n) with `ROWS` rows if it is missing.
+ * Creates the built-in workloads' table (`connection_pool_load`: id, name, n) with `ROWS` rows if it is missing,
+ * and drops it again when the scope closes if it was not there before (the embedded database is removed anyway).
  *
  * @since 0.1.0
  * @category workloads
  */
-export const seed = (session: Session): Effect.Effect<void, SqlError> => {
+export const seed = (session: Session): Effect.Effect<void, SqlError, Scope.Scope> => {
   const sql = session.sql
   return Effect.gen(function*() {
-    yield* sql`CREATE TABLE IF NOT EXISTS ${sql(TABLE)}
-      (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n INTEGER NOT NULL)`
+    const exists = yield* Effect.map(
+      session.kind === "postgres"
+        ? sql<{ t: string | null }>`SELECT to_regclass(${TABLE}) AS t`
+        : sql<{ t: string | null }>`SELECT name AS t FROM sqlite_master WHERE type = 'table' AND name = ${TABLE}`,
+      (rows) => rows.length > 0 && rows[0].t !== null
+    )
+    if (!exists) {
+      yield* sql`CREATE TABLE IF NOT EXISTS ${sql(TABLE)}
+        (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n INTEGER NOT NULL)`
+      if (session.target._tag !== "Embedded") {
+        yield* Effect.addFinalizer(() => Effect.ignore(sql`DROP TABLE IF EXISTS ${sql(TABLE)}`))
+      }
+    }
     const [{ c }] = yield* sql<{ c: number | string }>`SELECT count(*) AS c FROM ${sql(TABLE)}`
     if (Number(c) > 0) return
     if (session.kind === "postgres") {

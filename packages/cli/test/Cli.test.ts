@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import pg from "pg"
 import { inject } from "vitest"
 import { cli, freePort, jsonLines, oneLine, tempDir, withPassword } from "./utils.js"
 
@@ -120,6 +121,15 @@ describe("PostgreSQL (the suite's throwaway cluster)", () => {
     assert.strictEqual(summary.maxSize, 4)
     assert.isAtMost(summary.total, 4)
     assert.match(summary.target, /^postgres:\/\/postgres:\*\*\*@/)
+    // the table it made for the workload is gone again
+    const client = new pg.Client({ connectionString: inject("pgUrl") })
+    await client.connect()
+    try {
+      const { rows } = await client.query("SELECT to_regclass('connection_pool_load') AS t")
+      assert.isNull(rows[0].t)
+    } finally {
+      await client.end()
+    }
   })
 
   it("an unreachable server: one line naming it, exit 1, no password, no stack", async () => {
