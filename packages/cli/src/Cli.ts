@@ -90,8 +90,14 @@ const parseTarget = (input: Option.Option<string>) =>
   Effect.tap(Target.parse(input), (t) =>
     Effect.sync(() => {
       if (t._tag !== "Postgres") return
-      const password = new URL(Redacted.value(t.url)).password
-      if (password !== "") secrets.push(password, decodeURIComponent(password))
+      const password = new URL(Redacted.value(t.url)).password // as written, percent-encoded
+      if (password === "") return
+      secrets.push(password)
+      try {
+        secrets.push(decodeURIComponent(password))
+      } catch {
+        // not valid percent-encoding: only the form written can appear
+      }
     }))
 
 interface Workflow {
