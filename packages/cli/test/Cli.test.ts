@@ -33,6 +33,22 @@ describe("usage errors: one line on stderr, exit 2", () => {
   })
 })
 
+describe("--help", () => {
+  it("lists every pool flag, with the library's default, and exits 0", async () => {
+    const r = await cli(["load", "--help"])
+    assert.strictEqual(r.code, 0, r.stderr)
+    const flags = [
+      "pool-name", "min-size", "max-size", "acquire-timeout", "connect-timeout", "idle-timeout", "max-lifetime",
+      "max-lifetime-jitter", "validation-bypass", "validation-timeout", "keepalive-interval", "connect-retries",
+      "connect-backoff", "connect-backoff-max", "shutdown-timeout", "concurrency", "duration", "workload", "query",
+      "threads", "json"
+    ]
+    for (const flag of flags) assert.include(r.stdout, `--${flag}`)
+    assert.include(r.stdout, "Default 10")
+    assert.include(r.stdout, "Default 30s")
+  })
+})
+
 describe("the embedded default", () => {
   it("load --json: samples every interval, then a summary", async () => {
     const r = await cli(["load", "--json", "--duration", "2500ms", "--concurrency", "8"])
