@@ -31,6 +31,15 @@ export type ReportError = commands.ReportError
 const scrub = commands.scrub
 
 /**
+ * Ends a running `load` (or `size`) early, as the first Ctrl-C does in the `connection-pool` executable: the
+ * workload stops and the summary of what ran is printed. False when nothing is running.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const stop: () => boolean = commands.requestStop
+
+/**
  * The command, with its three subcommands.
  *
  * @since 0.1.0

@@ -45,4 +45,33 @@ describe.skipIf(!hasTmux)("the live view, in a real terminal (tmux)", () => {
       tmux("kill-server")
     }
   })
+  it("the first Ctrl-C ends the load early and still prints the summary; exit code 0", async () => {
+    const socket = `cp-cli-test-${process.pid}-int`
+    const tmux = (...args: Array<string>) => execFileSync("tmux", ["-L", socket, ...args], { encoding: "utf8" })
+    const command = `cd ${repoRoot} && ${process.execPath} ${bin} load --duration 60s --concurrency 4; ` +
+      "echo exit=$?; sleep 60"
+    tmux("new-session", "-d", "-s", "int", "-x", "120", "-y", "40", command)
+    try {
+      const screen = async (until: (s: string) => boolean) => {
+        const deadline = Date.now() + 30_000
+        let s = ""
+        while (Date.now() < deadline) {
+          s = tmux("capture-pane", "-p", "-t", "int")
+          if (until(s)) return s
+          await sleep(200)
+        }
+        return s
+      }
+      const running = await screen((s) => /throughput +[1-9]/.test(s))
+      assert.match(running, /throughput/)
+      tmux("send-keys", "-t", "int", "C-c")
+      const done = await screen((s) => s.includes("exit="))
+      assert.include(done, "| statements")
+      assert.include(done, "exit=0")
+      const elapsed = Number(/([\d.]+)s \/ 60s/.exec(done)?.[1])
+      assert.isBelow(elapsed, 60)
+    } finally {
+      tmux("kill-server")
+    }
+  })
 })

@@ -112,6 +112,29 @@ const modeOf = (json: boolean): view.Mode => json ? "json" : process.stdout.isTT
 
 const json = (value: unknown) => view.write(scrub(JSON.stringify(value)) + "\n")
 
+// Set by `requestStop` (the first Ctrl-C) while a load runs: the run ends early, with its summary.
+let running = 0
+let stopRequested = false
+
+/** Ends a running `load` or `size` early; false when none runs. @internal */
+export const requestStop = (): boolean => {
+  if (running === 0 || stopRequested) return false // asked once already: the caller interrupts instead
+  stopRequested = true
+  return true
+}
+
+const tracked = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => {
+      running++
+    }),
+    () => effect,
+    () =>
+      Effect.sync(() => {
+        running--
+      })
+  )
+
 /** Runs one load and shows it as `mode` says; returns its summary. */
 const runLoad = (
   session: Target.Session,
@@ -139,6 +162,7 @@ const runLoad = (
       }
     }
     return yield* load.run(session, {
+      stopped: () => stopRequested,
       workload: workloadOf(w),
       concurrency: w.concurrency,
       durationMs,
@@ -168,7 +192,7 @@ export const loadCommand = Command.make("load", {
       )
     }
     const interval = mode === "live" ? w.interval : Math.max(1000, w.interval)
-    const summary = yield* runLoad(session, w, w.duration, mode, interval)
+    const summary = yield* tracked(runLoad(session, w, w.duration, mode, interval))
     if (mode === "json") {
       return yield* json({
         type: "summary",
@@ -221,9 +245,10 @@ export const sizeCommand = Command.make("size", {
     }
     const points: Array<size.Point> = []
     for (const maxSize of sizes) {
+      if (stopRequested) break
       yield* pool.resize({ minSize: 0, maxSize })
       yield* pool.drain
-      const summary = yield* runLoad(first, w, w.duration, "json", w.duration * 2) // no live view per size
+      const summary = yield* tracked(runLoad(first, w, w.duration, "json", w.duration * 2)) // no live view
       const p = size.point(maxSize, summary)
       points.push(p)
       if (mode === "json") yield* json({ type: "size", ...p })

@@ -120,6 +120,8 @@ export interface LoadOptions {
   readonly durationMs: number
   readonly intervalMs: number
   readonly onSample: (sample: Sample) => Effect.Effect<void>
+  /** Asked before each statement: true ends the run early (Ctrl-C), with a summary of what ran. */
+  readonly stopped: () => boolean
 }
 
 /**
@@ -150,8 +152,27 @@ export const run = (session: Session, options: LoadOptions): Effect.Effect<Summa
         }))
       )
     })
+    // Statements that complete synchronously keep effect's fibers on the microtask queue, where Node never gets
+    // to its event loop: no signal (Ctrl-C), timer or output. Every 50 ms all the fibers wait for one setImmediate.
+    let breathAt = started + 50
+    let breath: Promise<void> | undefined
+    const breathe = Effect.suspend(() => {
+      if (breath === undefined) {
+        if (performance.now() < breathAt) return Effect.void
+        breath = new Promise((resolve) =>
+          setImmediate(() => {
+            breath = undefined
+            breathAt = performance.now() + 50
+            resolve()
+          })
+        )
+      }
+      const pending = breath
+      return Effect.promise(() => pending)
+    })
     const loop = Effect.gen(function*() {
-      while (performance.now() < deadline) {
+      while (performance.now() < deadline && !options.stopped()) {
+        yield* breathe
         yield* maybeSample
         const t0 = performance.now()
         const result = yield* Effect.either(options.workload.run(session.sql, Math.random()))
