@@ -17,7 +17,7 @@ import { Effect, Layer, Redacted } from "effect"
 import { PgPool, PgRouter } from "../packages/pg/src/index.js"
 import { type ReplicaSet, startReplicaSet } from "../packages/pg/test/harness/ReplicaSet.js"
 import type { Target } from "./common.js"
-import { gc, machineLine, median, ms, positive, printSummary, progress, rate, rotate, scoped, times } from "./common.js"
+import { commitLine, gc, machineLine, median, ms, positive, printSummary, progress, rate, rotate, scoped, times } from "./common.js"
 
 const CALLERS = 200
 const CONNECTIONS = 10
@@ -180,6 +180,7 @@ export const main = async (): Promise<void> => {
     const plain = med(PLAIN, (r) => r.qps)
     console.log(`# readwrite: ${CALLERS} fibers, ${CONNECTIONS} connections per server, SELECT 1`)
     console.log(machineLine())
+    console.log(commitLine())
     console.log(`- ${rounds} rounds of ${seconds} s per client, medians; a shared, noisy 2-core machine`)
     console.log("")
     console.log("| client | queries/s | vs plain | p50 | p99 | share per server | read-your-writes round trips |")

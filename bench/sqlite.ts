@@ -11,7 +11,7 @@ import { Effect, Layer } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { gc, machineLine, median, positive, progress, rate, rotate, times, versionOf } from "./common.js"
+import { commitLine, gc, machineLine, median, positive, progress, rate, rotate, times, versionOf } from "./common.js"
 
 const FIBERS = 200
 const ROWS = 100_000
@@ -95,6 +95,7 @@ export const main = async (): Promise<void> => {
     console.log("## sqlite: point selects by primary key, a 10 % write mix, and range scans, through four SqlClients")
     console.log("")
     console.log(machineLine())
+    console.log(commitLine())
     console.log(
       `- versions: effect ${versionOf("effect")}, @effect/sql ${versionOf("@effect/sql")}, @effect/sql-sqlite-node ` +
         `${versionOf("@effect/sql-sqlite-node")}, better-sqlite3 ${versionOf("better-sqlite3")}`

@@ -22,6 +22,7 @@ import type { Target } from "./common.js"
 import {
   fairnessOf,
   gc,
+  commitLine,
   machineLine,
   median,
   ms,
@@ -315,6 +316,7 @@ export const main = async (): Promise<void> => {
   const redisServer = await Effect.runPromise(Scope.extend(redis, redisScope))
   console.log(`# TCP pools: ${CONNECTIONS} connections, ${CALLERS} callers, ${seconds} s per run, ${rounds} rounds`)
   console.log(machineLine())
+  console.log(commitLine())
   console.log(
     `- undici ${versionOf("undici")}, generic-pool ${versionOf("generic-pool")}, effect ${versionOf("effect")}; ` +
       `node:http server in a child process, redis-server on 127.0.0.1:${redisServer.port}`
