@@ -17,3 +17,8 @@ export * as PoolStats from "./PoolStats.js"
  * @since 0.2.0
  */
 export * as MultiPool from "./MultiPool.js"
+
+/**
+ * @since 0.2.0
+ */
+export * as OptionCheck from "./OptionCheck.js"

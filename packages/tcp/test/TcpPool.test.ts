@@ -216,7 +216,9 @@ describe("TcpPool", () => {
         [{ idleTimeout: "soon" as never }, "idleTimeout"],
         [{ connectTimeout: 0 }, "connectTimeout"],
         [{ connectBackoff: "2 seconds", connectBackoffMax: "1 second" }, "connectBackoffMax"],
-        [{ connectRetries: -1 }, "connectRetries"]
+        [{ connectRetries: -1 }, "connectRetries"],
+        [{ validationBypass: -1 }, "validationBypass"], // not clamped to zero, as effect's Duration would
+        [{ shutdownTimeout: Number.NaN }, "shutdownTimeout"]
       ] as const
       for (const [options, option] of bad) {
         const error = yield* Effect.flip(Effect.scoped(TcpPool.make(options)))

@@ -45,7 +45,8 @@ const negativeOrNaN = (input: unknown): "negative" | "NaN" | undefined => {
   return undefined
 }
 
-const duration = (
+/** @internal */
+export const duration = (
   option: string,
   input: Duration.DurationInput | undefined,
   fallback: Duration.DurationInput,

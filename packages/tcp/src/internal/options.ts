@@ -1,5 +1,5 @@
+import * as OptionCheck from "@connection-pool/core/OptionCheck"
 import { InvalidConfig } from "@connection-pool/core/PoolError"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as TcpPool from "../TcpPool.js"
 
@@ -28,22 +28,8 @@ export interface Resolved {
 
 const invalid = (option: string, value: unknown, reason: string) => new InvalidConfig({ option, value, reason })
 
-const duration = (
-  option: string,
-  input: Duration.DurationInput | undefined,
-  fallback: Duration.DurationInput,
-  allow: { readonly infinite?: boolean; readonly zero?: boolean } = {}
-): Effect.Effect<number, InvalidConfig> => {
-  const decoded = Duration.decodeUnknown(input ?? fallback)
-  if (decoded._tag === "None") return Effect.fail(invalid(option, input, "not a duration"))
-  const millis = Duration.toMillis(decoded.value)
-  if (Number.isNaN(millis)) return Effect.fail(invalid(option, input, "not a number"))
-  if (millis === Infinity && !allow.infinite) return Effect.fail(invalid(option, input, "must be finite"))
-  if (millis < 0 || (millis === 0 && !allow.zero)) {
-    return Effect.fail(invalid(option, input, allow.zero ? "must not be negative" : "must be positive"))
-  }
-  return Effect.succeed(millis)
-}
+/** The core's own duration check: negative or NaN values are rejected as written, not clamped to zero. */
+const duration = OptionCheck.duration
 
 /** An integer of at least `min`; `Infinity` too when `infinite`. */
 const count = (option: string, input: number | undefined, fallback: number, min: number, infinite = false) =>
