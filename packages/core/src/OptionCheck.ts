@@ -5,6 +5,7 @@
  *
  * @since 0.2.0
  */
+import * as Config from "effect/Config"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import * as internal from "./internal/options.js"
@@ -23,3 +24,19 @@ export const duration: (
   fallback: Duration.DurationInput,
   allow?: { readonly infinite?: boolean; readonly zero?: boolean }
 ) => Effect.Effect<number, InvalidConfig> = internal.duration
+
+/**
+ * A duration option read from `Config` as the text the user wrote, for `layerConfig`: the pool then checks that
+ * text, so `"-1 seconds"` is an `InvalidConfig` that quotes it. (`Config.duration` parses first, and effect's
+ * parser turns a negative duration into zero.)
+ *
+ * @example
+ * ```ts
+ * Db.layerConfig(driver, { acquireTimeout: OptionCheck.durationConfig("DB_ACQUIRE_TIMEOUT") })
+ * ```
+ *
+ * @since 0.2.0
+ * @category config
+ */
+export const durationConfig = (name: string): Config.Config<Duration.DurationInput> =>
+  Config.map(Config.string(name), (text) => text.trim() as Duration.DurationInput)

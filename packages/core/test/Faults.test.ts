@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Config, ConfigProvider, Deferred, Duration, Effect, Exit, Fiber, Layer } from "effect"
-import { ConnectionPool, PoolError, PoolStats } from "../src/index.js"
+import { ConnectionPool, OptionCheck, PoolError, PoolStats } from "../src/index.js"
 import { adjust, type Conn, eventually, hold, makeDriver, settle } from "./utils.js"
 
 /** A server that takes at most `limit` connections and refuses more with "too many connections" (53300). */
@@ -98,6 +98,20 @@ describe("faults", () => {
           assert.include(error.message, `invalid pool option ${option} = ${shown}:`)
         }))
     }
+
+    it.effect("a duration read with OptionCheck.durationConfig is checked as written", () =>
+      Effect.gen(function*() {
+        class Db extends ConnectionPool.Tag("test/ConfigText")<Db, Conn>() {}
+        const layer = Db.layerConfig(makeDriver().driver, { validationBypass: OptionCheck.durationConfig("BYPASS") })
+        const build = (text: string) =>
+          Layer.build(layer).pipe(
+            Effect.scoped,
+            Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["BYPASS", text]])))
+          )
+        const error = yield* Effect.flip(build("-1 seconds"))
+        assert.include(error.message, `invalid pool option validationBypass = "-1 seconds": must not be negative`)
+        yield* build("250 millis") // a good one goes through
+      }))
 
     it.effect("a Duration from Config that is rejected is shown as a duration", () =>
       Effect.gen(function*() {
