@@ -15,7 +15,7 @@ const of = (pool: string, labels = "", le?: string) =>
 const used = `,db_client_connection_state="used"`
 const idle = `,db_client_connection_state="idle"`
 
-/** The lines of a scrape about one pool (metadata lines of its metrics included). */
+/** The sample lines of a scrape about one pool. */
 const about = (text: string, pool: string) =>
   text.split("\n").filter((line) => line.includes(`db_client_connection_pool_name="${pool}"`))
 

@@ -35,10 +35,6 @@ export const scrape = (port: number) =>
     return response.text()
   })
 
-/** The sample lines of a scrape that carry `label="value"`. */
-export const samples = (text: string, label: string, value: string): Array<string> =>
-  text.split("\n").filter((line) => !line.startsWith("#") && line.includes(`${label}="${value}"`))
-
 export interface Telemetry {
   /** What Prometheus would read now. */
   readonly scrape: Effect.Effect<string>
