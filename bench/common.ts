@@ -3,6 +3,7 @@
  * the environment, statistics, number formatting, and the facts about the machine and the packages that a run prints.
  */
 import { Effect, Exit, Scope } from "effect"
+import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import { createRequire } from "node:module"
 import * as os from "node:os"
@@ -129,6 +130,17 @@ export const versionOf = (pkg: string): string => {
 }
 
 const loadAverage = () => os.loadavg().map((x) => x.toFixed(2)).join(" ")
+
+/** The header's line about the code measured: the commit, and whether the tree had changes not in it. */
+export const commitLine = (): string => {
+  const git = (...args: Array<string>) => execFileSync("git", args, { encoding: "utf8", stdio: "pipe" }).trim()
+  try {
+    const dirty = git("status", "--porcelain", "--untracked-files=no") !== ""
+    return `- code: commit ${git("rev-parse", "--short", "HEAD")}${dirty ? " with uncommitted changes (dirty tree)" : ", clean tree"}`
+  } catch {
+    return "- code: not a git checkout (commit unknown)"
+  }
+}
 
 /** The header's line about the machine: its cores, OS and Node, and the load average now. */
 export const machineLine = (): string => {

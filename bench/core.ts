@@ -9,7 +9,7 @@
  * The Effect pools run as fibers (`Effect.whileLoop`, `Effect.forEach` unbounded); generic-pool and tarn as plain
  * async functions, so that each is measured natively.
  */
-import { Effect, Pool } from "effect"
+import { Effect, Pool, Tracer } from "effect"
 import { createPool } from "generic-pool"
 import { Pool as TarnPool } from "tarn"
 import { ConnectionPool } from "../packages/core/src/index.js"
@@ -17,6 +17,7 @@ import type { Target } from "./common.js"
 import {
   fairnessOf,
   gc,
+  commitLine,
   machineLine,
   median,
   ms,
@@ -43,6 +44,12 @@ const DEFAULT_ROUNDS = 5
 const BASELINE = "effect Pool.make"
 const WITH_CONNECTION = "ConnectionPool withConnection"
 const SCOPED_GET = "ConnectionPool get (scoped)"
+const TRACED = "ConnectionPool withConnection, traced"
+const TRACED_BASELINE = "effect Pool.make, traced"
+
+/** A parent span for the traced rows, as a caller with OpenTelemetry on has one around its work. */
+const parent = Tracer.externalSpan({ spanId: "00f067aa0ba902b7", traceId: "4bf92f3577b34da6a3ce929d0e0e4736" })
+const traced = (borrow: Borrow): Borrow => (f) => Effect.withParentSpan(borrow(f), parent)
 
 // -----------------------------------------------------------------------------------------------------------------
 // The connection
@@ -227,13 +234,13 @@ const connectionPoolSubject = async (
   return effectSubject(name, tracker, borrow(pool), close)
 }
 
-const effectPoolSubject = async (): Promise<Subject> => {
+const effectPoolSubject = async (name: string, wrap: (borrow: Borrow) => Borrow): Promise<Subject> => {
   const tracker = new Tracker()
   const { close, value: pool } = await scoped(Pool.make({
     acquire: Effect.acquireRelease(Effect.sync(tracker.connect), (conn) => Effect.sync(() => tracker.close(conn))),
     size: MAX_SIZE
   }))
-  return effectSubject(BASELINE, tracker, (f) => Effect.scoped(Effect.flatMap(Pool.get(pool), f)), close)
+  return effectSubject(name, tracker, wrap((f) => Effect.scoped(Effect.flatMap(Pool.get(pool), f))), close)
 }
 
 const genericPoolSubject = (): Subject => {
@@ -267,10 +274,13 @@ const tarnSubject = (): Subject => {
   })
 }
 
+/** Like for like first: the scoped borrow both Effect pools have, then ours without a Scope, then traced, then peers. */
 const makeSubjects = async (): Promise<ReadonlyArray<Subject>> => [
-  await connectionPoolSubject(WITH_CONNECTION, (pool) => (f) => pool.withConnection(f)),
   await connectionPoolSubject(SCOPED_GET, (pool) => (f) => Effect.scoped(Effect.flatMap(pool.get, f))),
-  await effectPoolSubject(),
+  await effectPoolSubject(BASELINE, (borrow) => borrow),
+  await connectionPoolSubject(WITH_CONNECTION, (pool) => (f) => pool.withConnection(f)),
+  await connectionPoolSubject(TRACED, (pool) => traced((f) => pool.withConnection(f))),
+  await effectPoolSubject(TRACED_BASELINE, traced),
   genericPoolSubject(),
   tarnSubject()
 ]
@@ -341,13 +351,14 @@ interface Row {
   readonly min: number
   readonly max: number
   readonly waits: Waits
+  /** The round with the median fairness ratio. */
   readonly fairness: Uint32Array | undefined
 }
 
 const rows = (
   subjects: ReadonlyArray<Subject>,
   results: Map<Subject, CaseResult>,
-  fairness: Map<Subject, Uint32Array> | undefined
+  fairness: Map<Subject, Array<Uint32Array>> | undefined
 ): ReadonlyArray<Row> =>
   subjects.map((s) => {
     const r = results.get(s)!
@@ -357,9 +368,16 @@ const rows = (
       min: Math.min(...r.rates),
       max: Math.max(...r.rates),
       waits: waitStats(r.waits),
-      fairness: fairness?.get(s)
+      fairness: medianRound(fairness?.get(s))
     }
   })
+
+/** Of each round's counts, the round whose fewest / most ratio is the median (the lower middle one when even). */
+const medianRound = (rounds: ReadonlyArray<Uint32Array> | undefined): Uint32Array | undefined => {
+  if (rounds === undefined || rounds.length === 0) return undefined
+  const sorted = [...rounds].sort((a, b) => fairnessOf(a).ratio - fairnessOf(b).ratio)
+  return sorted[(sorted.length - 1) >> 1]
+}
 
 const fairnessCell = (counts: Uint32Array | undefined): string => {
   if (counts === undefined) return "— (one fiber)"
@@ -427,6 +445,7 @@ export const main = async (): Promise<void> => {
   console.log("## core: ConnectionPool vs effect Pool.make, generic-pool, tarn")
   console.log("")
   console.log(machineLine())
+  console.log(commitLine())
   console.log(
     `- versions: effect ${versionOf("effect")}, generic-pool ${versionOf("generic-pool")}, tarn ${versionOf("tarn")}`
   )
@@ -436,8 +455,8 @@ export const main = async (): Promise<void> => {
   )
   console.log(
     "- the contended use yields once: `Effect.yieldNow()` in the Effect pools, `await Promise.resolve()` in " +
-      "generic-pool and tarn (both: to the back of the run queue, no timer); generic-pool and tarn run as plain " +
-      "async functions"
+      "generic-pool and tarn (both: to the back of the run queue; effect's scheduler itself falls back to a " +
+      "`setTimeout(0)` every 2,048 tasks, Promise.resolve never does); generic-pool and tarn run as plain async functions"
   )
   console.log(
     "- wait: `performance.now()` from asking to holding, in every cycle of every pool (withConnection: at the " +
@@ -448,7 +467,17 @@ export const main = async (): Promise<void> => {
       `before each run; cycles/s is the median round, min–max over rounds`
   )
   console.log(
-    `- fairness: a separate run of ${FIBERS} loops for ${FAIRNESS_MS} ms, cycles each completed before the deadline`
+    `- fairness: a run of ${FIBERS} loops for ${FAIRNESS_MS} ms each round, rotated like the others, cycles each ` +
+      "completed before the deadline; the table shows the round with the median fewest/most ratio"
+  )
+  console.log(
+    "- what each does at its defaults: ConnectionPool runs one sweeper fiber for acquireTimeout (30 s) and checks " +
+      "each waiter's deadline there, no timer per acquire; tarn arms a 30 s acquire-timeout timer per acquire that " +
+      "waits; generic-pool has no acquire timeout (waits forever); effect Pool.make has none either and is not FIFO"
+  )
+  console.log(
+    "- the traced rows run each borrow under a parent span (`Effect.withParentSpan`), as with OpenTelemetry on; " +
+      "ConnectionPool then makes a `ConnectionPool.acquire` span for every borrow that waits"
   )
   console.log("")
 
@@ -477,11 +506,14 @@ export const main = async (): Promise<void> => {
         )
       }
     }
-    const fairness = new Map<Subject, Uint32Array>()
-    for (const s of subjects) {
-      progress(`fairness: ${s.name}`)
-      gc()
-      fairness.set(s, await s.fixedTime(FIBERS, performance.now() + FAIRNESS_MS))
+    const fairness = new Map<Subject, Array<Uint32Array>>()
+    for (let r = 0; r < rounds; r++) {
+      for (const s of rotate(subjects, r)) {
+        progress(`fairness ${r + 1}/${rounds}: ${s.name}`)
+        gc()
+        const counts = await s.fixedTime(FIBERS, performance.now() + FAIRNESS_MS)
+        fairness.set(s, [...(fairness.get(s) ?? []), counts])
+      }
     }
 
     const one = rows(subjects, sequential, undefined)
@@ -489,7 +521,8 @@ export const main = async (): Promise<void> => {
     console.log(table(`One fiber, ${SEQUENTIAL_CYCLES.toLocaleString("en-US")} cycles per round`, one))
     console.log("")
     console.log(table(
-      `${FIBERS} fibers × ${CYCLES_PER_FIBER} cycles per round (the use yields once), fairness over ${FAIRNESS_MS} ms`,
+      `${FIBERS} fibers × ${CYCLES_PER_FIBER} cycles per round (the use yields once), fairness over ${FAIRNESS_MS} ms ` +
+        "(the round with the median ratio)",
       many
     ))
     console.log("")

@@ -7,14 +7,16 @@
  * - a fair handoff with its state in plain mutable fields (a token array and a waiter queue): the floor of a
  *   strict-FIFO pool on effect's fiber runtime;
  * - the same handoff with its state in one `TRef`, one `STM.commit` per acquire and per release, the waiter queue a
- *   persistent two-list FIFO inside the state: what issue 2's "state in STM, one transaction per acquire and per
- *   release" costs before any feature;
+ *   persistent two-stack FIFO inside the state, built on the same cells as the pool's (`internal/stack.ts`, not
+ *   effect's `List`, which the pool stopped using as too slow): what "state in STM, one transaction per acquire
+ *   and per release" costs before any feature;
  * - `ConnectionPool.withConnection` (the same, plus timeouts, metrics, validation, spans, connects);
  * - effect's `Pool.make` (`Effect.scoped(Pool.get)`), which is not FIFO.
  */
-import { Effect, List, Pool, STM, TRef } from "effect"
+import { Effect, Pool, STM, TRef } from "effect"
 import { ConnectionPool } from "../packages/core/src/index.js"
-import { gc, machineLine, median, positive, progress, rotate, times, versionOf } from "./common.js"
+import * as Stack from "../packages/core/src/internal/stack.js"
+import { commitLine, gc, machineLine, median, positive, progress, rotate, times, versionOf } from "./common.js"
 
 const TOKENS = 10
 const FIBERS = 1000
@@ -38,9 +40,9 @@ class PlainFair {
       else this.idle.push(token)
     })
   }
-  with<X>(use: Effect.Effect<X>): Effect.Effect<X> {
+  with(check: Check): Effect.Effect<void> {
     return Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(restore(this.acquire), (token) => Effect.ensuring(restore(use), this.release(token)))
+      Effect.flatMap(restore(this.acquire), (token) => Effect.ensuring(restore(check.use(token)), this.release(token)))
     )
   }
 }
@@ -52,9 +54,9 @@ interface Waiter {
 
 class FairState {
   constructor(
-    readonly idle: List.List<number>,
-    readonly front: List.List<Waiter>,
-    readonly back: List.List<Waiter>,
+    readonly idle: Stack.Stack<number>,
+    readonly front: Stack.Stack<Waiter>,
+    readonly back: Stack.Stack<Waiter>,
     readonly waiting: number
   ) {}
 }
@@ -65,9 +67,9 @@ class StmFair {
   readonly acquire: Effect.Effect<number>
   constructor(readonly state: TRef.TRef<FairState>) {
     this.take = STM.commit(TRef.modify(this.state, (s): [number | Waiter, FairState] => {
-    if (List.isCons(s.idle)) return [s.idle.head, new FairState(s.idle.tail, s.front, s.back, s.waiting)]
+    if (s.idle instanceof Stack.Cell) return [s.idle.head, new FairState(s.idle.tail, s.front, s.back, s.waiting)]
     const waiter: Waiter = { token: undefined, resume: undefined }
-    return [waiter, new FairState(s.idle, s.front, List.prepend(s.back, waiter), s.waiting + 1)]
+    return [waiter, new FairState(s.idle, s.front, Stack.push(s.back, waiter), s.waiting + 1)]
   }))
     this.acquire = Effect.flatMap(this.take, (taken) =>
       typeof taken === "number" ? Effect.succeed(taken) : Effect.async<number>((resume) => {
@@ -77,14 +79,14 @@ class StmFair {
   }
   release(token: number): Effect.Effect<void> {
     const tx = TRef.modify(this.state, (s): [Waiter | undefined, FairState] => {
-      if (s.waiting === 0) return [undefined, new FairState(List.prepend(s.idle, token), s.front, s.back, 0)]
+      if (s.waiting === 0) return [undefined, new FairState(Stack.push(s.idle, token), s.front, s.back, 0)]
       let front = s.front
       let back = s.back
-      if (List.isNil(front)) {
-        front = List.reverse(back)
-        back = List.empty()
+      if (!(front instanceof Stack.Cell)) {
+        front = Stack.reverse(back)
+        back = Stack.nil
       }
-      const cons = front as List.Cons<Waiter>
+      const cons = front as Stack.Cell<Waiter>
       return [cons.head, new FairState(s.idle, cons.tail, back, s.waiting - 1)]
     })
     return Effect.map(STM.commit(tx), (waiter) => {
@@ -93,9 +95,9 @@ class StmFair {
       waiter.resume?.(Effect.succeed(token))
     })
   }
-  with<X>(use: Effect.Effect<X>): Effect.Effect<X> {
+  with(check: Check): Effect.Effect<void> {
     return Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(restore(this.acquire), (token) => Effect.ensuring(restore(use), this.release(token)))
+      Effect.flatMap(restore(this.acquire), (token) => Effect.ensuring(restore(check.use(token)), this.release(token)))
     )
   }
 }
@@ -103,9 +105,29 @@ class StmFair {
 interface Subject {
   readonly name: string
   readonly cycle: Effect.Effect<unknown, unknown>
+  readonly check: Check
 }
 
-const use = Effect.zipRight(Effect.yieldNow(), Effect.void)
+/**
+ * What a subject did with its tokens, so that a broken handoff cannot post a good number: every use counted, and a
+ * token lent while still lent counted as an overlap.
+ */
+class Check {
+  uses = 0
+  overlaps = 0
+  readonly lent = new Set<unknown>()
+  /** The use: holds the token across one yield, as the core suite's contended use does. */
+  use(token: unknown): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.lent.has(token)) this.overlaps++
+      this.lent.add(token)
+      return Effect.zipRight(Effect.yieldNow(), Effect.sync(() => {
+        this.lent.delete(token)
+        this.uses++
+      }))
+    })
+  }
+}
 
 const contended = (cycle: Effect.Effect<unknown, unknown>) =>
   Effect.forEach(
@@ -136,13 +158,18 @@ export const main = async (): Promise<void> => {
     })
     const effectPool = yield* Pool.make({ acquire: Effect.sync(() => ({ id: n++ })), size: TOKENS })
     const plain = new PlainFair()
-    const initial = new FairState(List.fromIterable(plain.idle), List.empty(), List.empty(), 0)
+    const initial = new FairState(Stack.fromArray(plain.idle), Stack.nil, Stack.nil, 0)
     const stm = new StmFair(yield* TRef.make(initial))
+    const checks = [new Check(), new Check(), new Check(), new Check()]
     const subjects: ReadonlyArray<Subject> = [
-      { name: "fair handoff, plain state", cycle: plain.with(use) },
-      { name: "fair handoff, state in a TRef (2 commits/cycle)", cycle: stm.with(use) },
-      { name: "ConnectionPool withConnection", cycle: pool.withConnection(() => use) },
-      { name: "effect Pool.make", cycle: Effect.scoped(Effect.zipRight(Pool.get(effectPool), use)) }
+      { name: "fair handoff, plain state", cycle: plain.with(checks[0]), check: checks[0] },
+      { name: "fair handoff, state in a TRef (2 commits/cycle)", cycle: stm.with(checks[1]), check: checks[1] },
+      { name: "ConnectionPool withConnection", cycle: pool.withConnection((c) => checks[2].use(c)), check: checks[2] },
+      {
+        name: "effect Pool.make",
+        cycle: Effect.scoped(Effect.flatMap(Pool.get(effectPool), (c) => checks[3].use(c))),
+        check: checks[3]
+      }
     ]
     const results = new Map(subjects.map((s) => [s.name, [] as Array<number>]))
     yield* Effect.promise(async () => {
@@ -152,11 +179,17 @@ export const main = async (): Promise<void> => {
         for (const s of rotate(subjects, r)) results.get(s.name)!.push(await measure(s))
       }
     })
+    const expected = (rounds + 1) * FIBERS * CYCLES // the warm-up and every round
+    const problems = subjects.flatMap((s) => [
+      ...(s.check.uses === expected ? [] : [`${s.name}: ${s.check.uses} uses for ${expected} cycles`]),
+      ...(s.check.overlaps === 0 ? [] : [`${s.name}: lent a token already lent ${s.check.overlaps} times`])
+    ])
     const baseline = median(results.get("effect Pool.make")!)
     const lines = [
       "## floor: the cost of a fair handoff in effect 3, before any pool feature",
       "",
       machineLine(),
+      commitLine(),
       `- versions: effect ${versionOf("effect")}`,
       `- ${TOKENS} tokens, ${FIBERS} fibers × ${CYCLES} cycles, the use yields once; ` +
       `${rounds} rounds (BENCH_ROUNDS), subjects rotated each round, a full GC before each run; ` +
@@ -171,6 +204,12 @@ export const main = async (): Promise<void> => {
           `${times(baseline / m, 2)} |`
       })
     ]
+    lines.push(
+      "",
+      problems.length === 0
+        ? "Checks: every subject completed every cycle and never lent a token that was still lent."
+        : `Checks FAILED:\n${problems.map((p) => `- ${p}`).join("\n")}`
+    )
     yield* Effect.sync(() => console.log(lines.join("\n")))
   })))
 }

@@ -23,6 +23,7 @@ import type { Fairness, Target } from "./common.js"
 import {
   fairnessOf,
   gc,
+  commitLine,
   machineLine,
   median,
   ms,
@@ -41,7 +42,7 @@ const CONNECTIONS = 10
 const CALLERS = 200
 const DEFAULT_SECONDS = 5
 const WARMUP_MS = 500
-const DEFAULT_ROUNDS = 1
+const DEFAULT_ROUNDS = 3
 /** The same text for every client: no parameters and no statement name, so all of them use the simple protocol. */
 const TEXT = "SELECT 1"
 /** How long a closed client's sessions may take to leave `pg_stat_activity` (the backends exit asynchronously). */
@@ -51,6 +52,7 @@ const PG_POOL = "pg.Pool (pool.query)"
 const SQL_PG_POOL = "PgClient on pg-pool"
 const SQL_OURS = "PgClient on PgPool"
 const RAW_OURS = "PgPool withConnection (raw pg.Client)"
+const SCOPED_OURS = "PgPool get, scoped (raw pg.Client)"
 const EFFECT_POOL = "effect Pool.make (raw pg.Client)"
 
 // -----------------------------------------------------------------------------------------------------------------
@@ -213,6 +215,18 @@ const rawOursSubject = (applicationName: string): Subject =>
     Effect.map(PgPool.withConnection((client) => PgPool.query(client, TEXT)), (result) => result.rows)
   )
 
+/** Like for like with `Pool.make`: the scoped borrow, `Effect.scoped(PgPool.get)`. */
+const scopedOursSubject = (applicationName: string): Subject =>
+  layerSubject(
+    SCOPED_OURS,
+    applicationName,
+    (url) => PgPool.layer({ url, maxSize: CONNECTIONS, applicationName }),
+    Effect.map(
+      Effect.scoped(Effect.flatMap(PgPool.PgPool.get, (client) => PgPool.query(client, TEXT))),
+      (result) => result.rows
+    )
+  )
+
 class ConnectFailed extends Data.TaggedError("ConnectFailed")<{ readonly cause: unknown }> {}
 
 const effectPoolSubject = (applicationName: string): Subject => ({
@@ -245,6 +259,7 @@ const makeSubjects = (): ReadonlyArray<Subject> => {
     sqlPgSubject(app("sql-pg")),
     sqlOursSubject(app("sql-ours")),
     rawOursSubject(app("raw-ours")),
+    scopedOursSubject(app("scoped-ours")),
     effectPoolSubject(app("effect-pool"))
   ]
 }
@@ -587,6 +602,7 @@ export const main = async (): Promise<void> => {
     console.log("## pg: SELECT 1 through pg.Pool, @effect/sql-pg, PgPool and effect Pool.make")
     console.log("")
     console.log(machineLine())
+    console.log(commitLine())
     console.log(
       `- server: PostgreSQL ${version}, ${server.description}; it shares the machine's ${cpus.length} cores with ` +
         "the bench (no pinning), so its backends and the bench's event loop compete for CPU"

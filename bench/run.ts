@@ -1,13 +1,18 @@
 /**
  * Runs the benchmark suites: `node --import tsx bench/run.ts [suite]`, the default ones (core, pg) when none is
- * named. `floor` (what a fair handoff costs in effect 3 before any pool feature) runs only when named.
+ * named. `memory` (heap per waiter and per idle connection) runs after core. `floor` (what a fair handoff costs
+ * in effect 3 before any pool feature), `readwrite`, `tcp` and `sqlite` run only when named.
  */
 const suites: Record<string, () => Promise<void>> = {
   core: () => import("./core.js").then((suite) => suite.main()),
   pg: () => import("./pg.js").then((suite) => suite.main()),
-  floor: () => import("./floor.js").then((suite) => suite.main())
+  floor: () => import("./floor.js").then((suite) => suite.main()),
+  memory: () => import("./memory.js").then((suite) => suite.main()),
+  readwrite: () => import("./readwrite.js").then((suite) => suite.main()),
+  tcp: () => import("./tcp.js").then((suite) => suite.main()),
+  sqlite: () => import("./sqlite.js").then((suite) => suite.main())
 }
-const defaults = ["core", "pg"]
+const defaults = ["core", "memory", "pg"]
 
 const run = async (names: ReadonlyArray<string>): Promise<void> => {
   for (const name of names) {

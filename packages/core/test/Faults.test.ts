@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Config, ConfigProvider, Deferred, Duration, Effect, Exit, Fiber, Layer } from "effect"
-import { ConnectionPool, PoolError, PoolStats } from "../src/index.js"
+import { ConnectionPool, OptionCheck, PoolError, PoolStats } from "../src/index.js"
 import { adjust, type Conn, eventually, hold, makeDriver, settle } from "./utils.js"
 
 /** A server that takes at most `limit` connections and refuses more with "too many connections" (53300). */
@@ -57,7 +57,8 @@ describe("faults", () => {
     it.scoped("names acquireTimeout when the caller's deadline passes while a long connect runs", () =>
       Effect.gen(function*() {
         const t = makeDriver({ connectDelay: "never" })
-        const pool = yield* ConnectionPool.make({ driver: t.driver, acquireTimeout: "2 seconds", connectTimeout: "1 minute" })
+        const options = { driver: t.driver, acquireTimeout: "2 seconds", connectTimeout: "1 minute" } as const
+        const pool = yield* ConnectionPool.make(options)
         const fiber = yield* Effect.fork(Effect.flip(pool.withConnection(() => Effect.void)))
         yield* adjust("2 seconds")
         const error = yield* Fiber.join(fiber)
@@ -72,7 +73,8 @@ describe("faults", () => {
     it.scoped("names connectTimeout when one connect runs past it", () =>
       Effect.gen(function*() {
         const t = makeDriver({ connectDelay: "never" })
-        const pool = yield* ConnectionPool.make({ driver: t.driver, acquireTimeout: "1 minute", connectTimeout: "3 seconds" })
+        const options = { driver: t.driver, acquireTimeout: "1 minute", connectTimeout: "3 seconds" } as const
+        const pool = yield* ConnectionPool.make(options)
         const fiber = yield* Effect.fork(Effect.flip(pool.withConnection(() => Effect.void)))
         yield* adjust("3 seconds")
         const error = yield* Fiber.join(fiber)
@@ -98,6 +100,20 @@ describe("faults", () => {
           assert.include(error.message, `invalid pool option ${option} = ${shown}:`)
         }))
     }
+
+    it.effect("a duration read with OptionCheck.durationConfig is checked as written", () =>
+      Effect.gen(function*() {
+        class Db extends ConnectionPool.Tag("test/ConfigText")<Db, Conn>() {}
+        const layer = Db.layerConfig(makeDriver().driver, { validationBypass: OptionCheck.durationConfig("BYPASS") })
+        const build = (text: string) =>
+          Layer.build(layer).pipe(
+            Effect.scoped,
+            Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["BYPASS", text]])))
+          )
+        const error = yield* Effect.flip(build("-1 seconds"))
+        assert.include(error.message, `invalid pool option validationBypass = "-1 seconds": must not be negative`)
+        yield* build("250 millis") // a good one goes through
+      }))
 
     it.effect("a Duration from Config that is rejected is shown as a duration", () =>
       Effect.gen(function*() {
@@ -128,7 +144,46 @@ describe("faults", () => {
       yield* holder.release
     }))
 
+  it.scoped("a tryGet whose connection opens after the pool shrank below it is told, not left waiting", () =>
+    Effect.gen(function*() {
+      // found by the property test (TryGet, Get, Get, Get, Resize to 2, Advance): it hung the tryGet for good
+      const t = makeDriver({ connectDelay: "100 millis" })
+      const pool = yield* ConnectionPool.make({ driver: t.driver, maxSize: 2, shutdownTimeout: 0 })
+      const get = yield* hold(pool)
+      yield* adjust("100 millis")
+      yield* Deferred.await(get.got)
+      const tryGet = yield* Effect.fork(Effect.flip(Effect.scoped(pool.tryGet))) // room for one more: a connect
+      yield* settle
+      yield* pool.resize({ maxSize: 1 }) // ... that is now one too many
+      yield* adjust("100 millis")
+      const error = yield* Fiber.join(tryGet)
+      assert.strictEqual(error._tag, "PoolEmpty")
+      assert.deepStrictEqual([(yield* pool.stats).total, t.open().length], [1, 1])
+      yield* get.release
+    }))
+
   describe("validationBypass: 0", () => {
+    it.scoped("a waiter whose handed connection fails its check keeps its place at the head of the queue", () =>
+      Effect.gen(function*() {
+        const t = makeDriver()
+        const pool = yield* ConnectionPool.make({ driver: t.driver, maxSize: 1, validationBypass: 0 })
+        const holder = yield* hold(pool)
+        const conn = yield* Deferred.await(holder.got)
+        const first = yield* hold(pool)
+        yield* settle
+        const second = yield* hold(pool)
+        yield* settle
+        conn.broken = true
+        yield* holder.release // handed to `first`, which finds it broken: closed, and a new one opened for it
+        const got = yield* Deferred.await(first.got)
+        assert.strictEqual(got.id, 2)
+        assert.isFalse(yield* Deferred.isDone(second.got)) // `second` did not overtake it
+        assert.strictEqual((yield* pool.stats).waiting, 1)
+        yield* first.release
+        assert.strictEqual((yield* Deferred.await(second.got)).id, 2)
+        yield* second.release
+      }))
+
     it.scoped("validates every borrow, a connection handed straight to a waiter included", () =>
       Effect.gen(function*() {
         const t = makeDriver()
@@ -136,7 +191,9 @@ describe("faults", () => {
         const holder = yield* hold(pool)
         const conn = yield* Deferred.await(holder.got)
         const waiter = yield* Effect.fork(pool.withConnection((c) => Effect.succeed(c.id)))
-        const callback = yield* Effect.fork(pool.withConnectionCallback<number, never>((c, done) => done(Exit.succeed(c.id))))
+        const callback = yield* Effect.fork(
+          pool.withConnectionCallback<number, never>((c, done) => done(Exit.succeed(c.id)))
+        )
         yield* settle
         conn.broken = true // its validate now says false
         yield* holder.release
@@ -175,7 +232,12 @@ describe("faults", () => {
     it.scoped("fifo keeps reaping and keepalive right", () =>
       Effect.gen(function*() {
         const t = makeDriver()
-        const pool = yield* ConnectionPool.make({ driver: t.driver, reuse: "fifo", idleTimeout: "1 minute", minSize: 1 })
+        const pool = yield* ConnectionPool.make({
+          driver: t.driver,
+          reuse: "fifo",
+          idleTimeout: "1 minute",
+          minSize: 1
+        })
         const holders = [yield* hold(pool), yield* hold(pool), yield* hold(pool)]
         for (const h of holders) yield* Deferred.await(h.got)
         for (const h of holders) yield* h.release
@@ -256,7 +318,7 @@ describe("faults", () => {
   })
 
   describe("circuit breaker", () => {
-    it.scoped("opens after breakerThreshold failures in a row: 1,000 callers fail at once, with one connect each at most", () =>
+    it.scoped("opens after breakerThreshold failures in a row: 1,000 callers fail at once, not a connect each", () =>
       Effect.gen(function*() {
         const t = makeDriver({ down: true })
         const pool = yield* ConnectionPool.make({ driver: t.driver, maxSize: 10, breakerThreshold: 5 })
@@ -267,7 +329,7 @@ describe("faults", () => {
         ).pipe(Effect.flatMap((fibers) => Effect.forEach(fibers, Fiber.join)))
         assert.strictEqual(errors.length, 1000)
         assert.isTrue(errors.every((e) => e._tag === "ConnectionError"))
-        // until it opens, each failure starts the next caller's connect: at most maxSize + threshold, not one per caller
+        // until it opens, each failure starts the next caller's connect: maxSize + threshold at most, not 1,000
         assert.isAtMost(t.attempts(), 15)
         const s = yield* eventually(pool.stats, (s) => s.pending === 0) // connects in flight when it opened
         assert.isTrue(s.breakerOpen)
@@ -276,7 +338,13 @@ describe("faults", () => {
         const late = yield* Effect.flip(pool.withConnection(() => Effect.void))
         assert.strictEqual(t.attempts(), attempts) // turned away without a connect
         assert.isTrue(late._tag === "ConnectionError" && late.breaker !== undefined)
-        assert.match(late.message, /circuit breaker open since 1970-01-01T00:00:00\.000Z after \d+ connect failures in a row, next probe in \d+ms; last: connect to test:1 refused/)
+        assert.match(
+          late.message,
+          new RegExp(
+            "circuit breaker open since 1970-01-01T00:00:00\\.000Z after \\d+ connect failures in a row, " +
+              "next probe in \\d+ms; last: connect to test:1 refused"
+          )
+        )
         assert.include(PoolStats.format(s), "breaker=open")
       }))
 
@@ -334,6 +402,24 @@ describe("faults", () => {
         t.setDown(false)
         yield* adjust("5 seconds")
         yield* eventually(pool.stats, (s) => s.idle === 3)
+      }))
+
+    it.scoped("the driver's own error stays the cause, through retries and the breaker", () =>
+      Effect.gen(function*() {
+        const t = makeDriver({ down: true })
+        const pool = yield* ConnectionPool.make({
+          driver: t.driver,
+          breakerThreshold: 1,
+          connectRetries: 1,
+          connectBackoff: "1 second"
+        })
+        const fiber = yield* Effect.fork(Effect.flip(pool.withConnection(() => Effect.void)))
+        yield* adjust("1 second")
+        const first = yield* Fiber.join(fiber)
+        const late = yield* Effect.flip(pool.withConnection(() => Effect.void))
+        for (const e of [first, late]) {
+          assert.isTrue(e._tag === "ConnectionError" && e.cause instanceof Error && e.cause.message === "ECONNREFUSED")
+        }
       }))
 
     it.scoped("breakerThreshold: 0 turns it off", () =>

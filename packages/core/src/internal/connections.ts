@@ -36,7 +36,10 @@ const connect = <A>(pool: PoolImpl<A>, retries: number): Effect.Effect<A, Connec
   const attempt = (n: number): Effect.Effect<A, ConnectionError | PoolTimeout> =>
     Effect.catchAll(connectOnce(pool), (error) => {
       if (error._tag !== "ConnectionError") return Effect.fail(error)
-      if (n > retries) return Effect.fail(new ConnectionError({ ...error, attempts: n, pool: pool.name }))
+      // `cause` is not an own enumerable field of an Error: carried over by name
+      if (n > retries) {
+        return Effect.fail(new ConnectionError({ ...error, cause: error.cause, attempts: n, pool: pool.name }))
+      }
       pool.counters.connectFailures++
       return Effect.flatMap(
         Random.next,
@@ -65,12 +68,14 @@ export const spawn = <A>(pool: PoolImpl<A>, n: number, target: Waiter<A> | undef
 export const create = <A>(pool: PoolImpl<A>, target: Waiter<A> | undefined, kind: T.Kind): Effect.Effect<boolean> =>
   Effect.uninterruptibleMask((restore) => {
     const start = pool.clock.unsafeCurrentTimeNanos()
+    const seq = ++pool.connects
     const retries = kind === "waiter" ? pool.options.connectRetries : 0
     return Effect.flatMap(
       Effect.zip(Effect.exit(restore(connect(pool, retries))), Random.next),
       ([exit, random]) => {
-        if (Exit.isFailure(exit)) return Effect.as(connectFailed(pool, exit.cause, target, kind, random), false)
+        if (Exit.isFailure(exit)) return Effect.as(connectFailed(pool, exit.cause, target, kind, random, seq), false)
         pool.capacityStreak = 0
+        if (seq > pool.lastSuccess) pool.lastSuccess = seq
         const now = pool.now()
         const lifetime = pool.options.maxLifetime * (1 - pool.options.maxLifetimeJitter * random)
         const entry = new Entry(exit.value, now, now + lifetime)
@@ -92,7 +97,8 @@ const connectFailed = <A>(
   cause: Cause.Cause<ConnectionError | PoolTimeout>,
   target: Waiter<A> | undefined,
   kind: T.Kind,
-  random: number
+  random: number,
+  seq: number
 ): Effect.Effect<void> => {
   const interrupted = Cause.isInterruptedOnly(cause)
   if (!interrupted) pool.counters.connectFailures++
@@ -103,7 +109,12 @@ const connectFailed = <A>(
     ? failure.value
     : new ConnectionError({ reason: "the driver's connect died", cause: Cause.squash(cause), pool: pool.name })
   const now = pool.now()
-  const tx = modify(pool, (s) => T.connectFailure(s, error, interrupted, target, kind, now, random, pool.options))
+  // a connect that began before the latest one that succeeded says nothing about the server now
+  const stale = seq <= pool.lastSuccess
+  const tx = modify(
+    pool,
+    (s) => T.connectFailure(s, error, interrupted || stale, target, kind, now, random, pool.options)
+  )
   return Effect.flatMap(STM.commit(tx), ({ failed, full, opened, recipient, spawn: n }) => {
     const log = interrupted ? Effect.void : Effect.logDebug("connect failed", error)
     recipient?.complete(Exit.fail(error))
@@ -138,6 +149,7 @@ export const breakerError = <A>(pool: PoolImpl<A>, s: State<A>): ConnectionError
   if (b === undefined) return new ConnectionError({ reason: "the circuit breaker closed meanwhile", pool: pool.name })
   return new ConnectionError({
     ...b.last,
+    cause: b.last.cause,
     pool: pool.name,
     breaker: {
       openedAt: b.openedAt,

@@ -8,8 +8,8 @@ import * as TRef from "effect/TRef"
 import { PoolClosed, PoolEmpty, type PoolError } from "../PoolError.js"
 import { breakerError, destroyed, failStranded, spawn } from "./connections.js"
 import type { PoolImpl } from "./pool.js"
-import { Entry, limitOf, type State } from "./state.js"
-import { modify, noTags } from "./stats.js"
+import { Entry, limitOf, patched, type State } from "./state.js"
+import { modify, noTags, stats } from "./stats.js"
 import * as T from "./transitions.js"
 import { Waiter } from "./waiter.js"
 
@@ -84,10 +84,7 @@ export const acquire = <A, X, E, R>(
       const wait = waitFor(pool, take, awaitWaiter(pool, restore, take)) // borrowed counted by the giver
       const handed = take.traced ? span(pool, wait) : wait
       if (!validatesHandoffs(pool)) return Effect.flatMap(handed, k)
-      return Effect.flatMap(handed, (entry) =>
-        entry.uses <= 1 // opened for this caller: the connect just proved it
-          ? k(entry)
-          : Effect.flatMap(revalidate(pool, restore, entry, acquire(pool, restore, neverWait, succeedEntry)), k))
+      return Effect.flatMap(Effect.flatMap(handed, (entry) => revalidate(pool, restore, take, entry)), k)
     }
     switch (take._tag) {
       case "Closed":
@@ -191,17 +188,30 @@ export const validatesHandoffs = <A>(pool: PoolImpl<A>): boolean =>
 const revalidate = <A>(
   pool: PoolImpl<A>,
   restore: Restore,
-  entry: Entry<A>,
-  retry: Effect.Effect<Entry<A>, PoolError>
-): Effect.Effect<Entry<A>, PoolError> =>
-  Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
+  waited: Waiter<A>,
+  entry: Entry<A>
+): Effect.Effect<Entry<A>, PoolError> => {
+  if (entry.uses <= 1) return Effect.succeed(entry) // opened for this caller: the connect just proved it
+  return Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
     if (Exit.isSuccess(exit) && exit.value) {
       entry.checkedAt = pool.now()
       return Effect.succeed(entry)
     }
     unborrowed(pool, entry)
-    return Effect.zipRight(retire(pool, entry), Exit.isFailure(exit) ? Effect.failCause(exit.cause) : retry)
+    if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
+    // broken: closed, and the caller keeps its place at the head of the queue and its deadline
+    entry.invalid = true
+    const again = new Waiter<A>(waited.since, waited.start, waited.deadline, true, false)
+    const tx = modify(pool, (s): readonly [Waiter<A> | undefined, State<A>] =>
+      s.closed ? [undefined, patched(s, { total: s.total - 1 })] : T.requeueFirst(s, again))
+    return Effect.flatMap(STM.commit(tx), (queued) => {
+      const closing = destroyed(pool, entry)
+      if (queued === undefined) return Effect.zipRight(closing, Effect.fail(new PoolClosed({ pool: pool.name })))
+      const wait = waitFor(pool, queued, awaitWaiter(pool, restore, queued))
+      return Effect.zipRight(closing, Effect.flatMap(wait, (next) => revalidate(pool, restore, queued, next)))
+    })
   })
+}
 
 /**
  * The driver's check, bounded by `validationTimeout`; a failure or a timeout says the connection is broken.
@@ -336,10 +346,24 @@ const handOn = <A, X, E>(
     return then
   }
   if (placed._tag === "Idle") return then
-  const destroy = Effect.zipRight(spawn(pool, placed.spawn, undefined), destroyed(pool, entry))
+  const started = spawn(pool, placed.spawn, undefined)
+  const destroy = Effect.zipRight(
+    placed.orphan === undefined ? started : Effect.zipRight(orphaned(pool, placed.orphan), started),
+    destroyed(pool, entry)
+  )
   if (placed.stranded.length === 0) return Effect.zipRight(destroy, then)
   return Effect.zipRight(failStranded(pool, placed.stranded), Effect.zipRight(destroy, then))
 }
+
+/**
+ * A `tryGet` whose connection opened after the pool shut (`PoolClosed`) or shrank below it (`PoolEmpty`, as if it
+ * had found the pool full): it never waits, so it is told at once.
+ */
+const orphaned = <A>(pool: PoolImpl<A>, waiter: Waiter<A>): Effect.Effect<void> =>
+  Effect.map(stats(pool), (s) => {
+    const error = s.closed ? new PoolClosed({ pool: pool.name }) : new PoolEmpty({ pool: pool.name, stats: s })
+    waiter.complete(Exit.fail(error))
+  })
 
 /** Takes a connection out of the pool for good. @internal */
 export const retire = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<void> => {

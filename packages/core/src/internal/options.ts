@@ -45,14 +45,17 @@ const negativeOrNaN = (input: unknown): "negative" | "NaN" | undefined => {
   return undefined
 }
 
-const duration = (
+/** @internal */
+export const duration = (
   option: string,
   input: Duration.DurationInput | undefined,
   fallback: Duration.DurationInput,
   allow: { readonly infinite?: boolean; readonly zero?: boolean } = {}
 ): Effect.Effect<number, InvalidConfig> => {
   const bad = negativeOrNaN(input)
-  if (bad !== undefined) return Effect.fail(invalid(option, input, bad === "NaN" ? "not a number" : "must not be negative"))
+  if (bad !== undefined) {
+    return Effect.fail(invalid(option, input, bad === "NaN" ? "not a number" : "must not be negative"))
+  }
   const decoded = Duration.decodeUnknown(input ?? fallback)
   if (decoded._tag === "None") return Effect.fail(invalid(option, input, "not a duration"))
   const millis = Duration.toMillis(decoded.value)
@@ -137,7 +140,9 @@ const breaker = (options: PoolConfig) =>
     const threshold = yield* integer("breakerThreshold", options.breakerThreshold, 5, 0)
     const backoff = yield* duration("breakerBackoff", options.breakerBackoff, "500 millis", { infinite: true })
     const max = yield* duration("breakerBackoffMax", options.breakerBackoffMax, "5 seconds", { infinite: true })
-    if (max < backoff) return yield* invalid("breakerBackoffMax", options.breakerBackoffMax, "must not be below breakerBackoff")
+    if (max < backoff) {
+      return yield* invalid("breakerBackoffMax", options.breakerBackoffMax, "must not be below breakerBackoff")
+    }
     const off = threshold === 0 || backoff === Infinity
     return { breakerThreshold: off ? Infinity : threshold, breakerBackoff: backoff, breakerBackoffMax: max }
   })

@@ -62,6 +62,9 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   traced = false
   /** Connects in a row that failed at capacity: the grower's backoff. Plain: it decides nothing in a transaction. */
   capacityStreak = 0
+  /** Connects begun, and the latest of them that succeeded: the breaker counts only failures begun after it. */
+  connects = 0
+  lastSuccess = 0
 
   constructor(
     public options: Resolved,

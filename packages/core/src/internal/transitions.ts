@@ -35,6 +35,8 @@ export type Placed<A> =
     readonly spawn: number
     /** Waiters left with nothing to wait for: the breaker is open and this was the last connection. */
     readonly stranded: ReadonlyArray<Waiter<A>>
+    /** The `tryGet` this connection was opened for, when the pool shut or shrank while it opened. */
+    readonly orphan: Waiter<A> | undefined
   }
 
 /** Who opens a connection: a caller's connect, the warm-up and refill, or the breaker's probe. @internal */
@@ -112,6 +114,23 @@ export const enqueue = <A>(s: State<A>, waiter: Waiter<A>, traced: boolean): rea
   waiter.wake = s.waiting === 0
   waiter.traced = traced
   return [waiter, patched(s, { waiters: push(s.waiters, waiter), waiting, pending: s.pending + spawn })]
+}
+
+/**
+ * A connection handed to a caller failed its check: it leaves the count, and the caller, as `waiter`, goes back
+ * to the head of the queue (it had waited its turn), with connects started for it as for a newcomer.
+ *
+ * @internal
+ */
+export const requeueFirst = <A>(s: State<A>, waiter: Waiter<A>): readonly [Waiter<A>, State<A>] => {
+  const rest = patched(s, { total: s.total - 1 })
+  const waiting = rest.waiting + 1
+  const spawn = spawnCount(rest, waiting)
+  waiter.spawn = spawn
+  waiter.spawned = spawn > 0
+  waiter.wake = rest.waiting === 0
+  const waiters = { front: Stack.push(rest.waiters.front, waiter), back: rest.waiters.back }
+  return [waiter, patched(rest, { waiters, waiting, pending: rest.pending + spawn })]
 }
 
 /** `tryGet`'s waiter, never queued: reserves the one connect it opens for itself. @internal */
@@ -200,7 +219,8 @@ export const place = <A>(
     let stranded: Array<Waiter<A>> = noWaiters
     if (rest.breaker !== undefined && rest.total === 0 && rest.waiting > 0) [stranded, rest] = takeAll(rest)
     const [spawn, next] = withSpawn(rest)
-    return [{ _tag: "Destroy", spawn, stranded }, next]
+    const orphan = target !== undefined && claim(target) ? target : undefined
+    return [{ _tag: "Destroy", spawn, stranded, orphan }, next]
   }
   if (target !== undefined && claim(target)) return [target, s]
   if (s.waiting > 0) return takeHead(s)
@@ -231,7 +251,8 @@ export const connected = <A>(s: State<A>): State<A> =>
 export const connectFailure = <A>(
   s0: State<A>,
   error: PoolError,
-  interrupted: boolean,
+  /** Not counted toward the breaker: interrupted, or begun before the latest connect that succeeded. */
+  uncounted: boolean,
   target: Waiter<A> | undefined,
   kind: Kind,
   now: number,
@@ -241,7 +262,7 @@ export const connectFailure = <A>(
   let s: State<A> = patched(s0, { pending: s0.pending - 1 })
   const full = error._tag === "ConnectionError" && error.atCapacity === true && s.total > 0
   if (full) s = patched(s, { ceiling: Math.max(1, s.total + s.pending) })
-  else if (!interrupted) s = failedOnce(s, error, now, random, kind, options)
+  else if (!uncounted) s = failedOnce(s, error, now, random, kind, options)
   let recipient: Waiter<A> | undefined = undefined
   if (target !== undefined) {
     if (claim(target)) recipient = target

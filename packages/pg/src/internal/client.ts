@@ -125,7 +125,7 @@ const rows = (result: pg.QueryResult | Array<pg.QueryResult>) =>
  * interrupted while it waits for its turn simply never starts (pg 9 drops its queue, and a CancelRequest sent for
  * a statement still in pg's queue would cancel whichever statement the server runs at that moment).
  */
-class PooledConnection implements Connection {
+export class PooledConnection implements Connection {
   private readonly turn = Effect.unsafeMakeSemaphore(1)
 
   constructor(

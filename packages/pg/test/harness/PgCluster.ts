@@ -24,6 +24,11 @@ export interface StartClusterOptions {
   readonly pgbouncer?: boolean
   /** Deadline for each start, in ms (default 30000). */
   readonly timeoutMs?: number
+  /**
+   * Make a streaming replica of this (running) primary instead of a fresh cluster: `pg_basebackup -R -X stream`
+   * with a replication slot of its own, so the primary keeps the WAL the replica has not received yet.
+   */
+  readonly replicaOf?: PgCluster
 }
 
 export interface PgCluster {
@@ -434,12 +439,18 @@ class Cluster implements PgCluster {
     return this.running ? this.server?.pid : undefined
   }
 
-  async init(): Promise<void> {
+  async init(replicaOf?: PgCluster): Promise<void> {
     fs.mkdirSync(this.socketDir)
     chownToPostgres(this.socketDir)
     if (Buffer.byteLength(path.join(this.socketDir, ".s.PGSQL.65535")) >= 107) {
       throw new Error(`socket dir ${this.socketDir} is too long for a unix socket path`)
     }
+    if (replicaOf !== undefined) await this.baseBackup(replicaOf)
+    else await this.initdb()
+    this.baseConf = fs.readFileSync(path.join(this.dataDir, "postgresql.conf"), "utf8")
+  }
+
+  private async initdb(): Promise<void> {
     const initdb = await supervise(
       [
         path.join(this.binDir, "initdb"),
@@ -460,7 +471,32 @@ class Cluster implements PgCluster {
     if (initdb.exitCode() !== 0) {
       throw new Error(`initdb failed (exit ${initdb.exitCode()})\n${tail(path.join(this.baseDir, "initdb.log"), 40)}`)
     }
-    this.baseConf = fs.readFileSync(path.join(this.dataDir, "postgresql.conf"), "utf8")
+  }
+
+  private async baseBackup(primary: PgCluster): Promise<void> {
+    const log = path.join(this.baseDir, "basebackup.log")
+    const backup = await supervise(
+      [
+        path.join(this.binDir, "pg_basebackup"),
+        "-d",
+        primary.url,
+        "-D",
+        this.dataDir,
+        "-R",
+        "-X",
+        "stream",
+        "-c",
+        "fast",
+        "-C",
+        "-S",
+        `slot_${this.name}_${path.basename(this.baseDir).replace(/[^A-Za-z0-9]/g, "").toLowerCase()}`.slice(0, 60)
+      ],
+      { logFile: log, orphanSignal: "SIGTERM", orphanDir: this.baseDir }
+    )
+    await backup.exited
+    if (backup.exitCode() !== 0) throw new Error(`pg_basebackup failed (exit ${backup.exitCode()})\n${tail(log, 40)}`)
+    // the copy brings the primary's server log along
+    fs.rmSync(this.logFile, { force: true })
   }
 
   private writeConf(): void {
@@ -627,7 +663,7 @@ export const startCluster = async (opts: StartClusterOptions = {}): Promise<PgCl
   const baseDir = makeTempDir(`cp-${name}-`)
   const cluster = new Cluster(name, baseDir, binDir, opts.settings ?? {}, opts.timeoutMs ?? 30_000)
   try {
-    await cluster.init()
+    await cluster.init(opts.replicaOf)
     await cluster.firstStart()
     if (opts.pgbouncer === true) {
       cluster.pgbouncer = await startPgBouncer(

@@ -1,0 +1,11 @@
+import { fileURLToPath } from "node:url"
+import { defineProject } from "vitest/config"
+
+export default defineProject({
+  root: fileURLToPath(new URL(".", import.meta.url)),
+  test: {
+    name: "sqlite",
+    include: ["test/**/*.test.ts"],
+    testTimeout: 30_000
+  }
+})
