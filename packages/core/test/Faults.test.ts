@@ -422,6 +422,22 @@ describe("faults", () => {
         }
       }))
 
+    it.scoped("a shutdown does not wait for a probe that hangs: it is interrupted", () =>
+      Effect.gen(function*() {
+        let hang = false
+        const t = makeDriver({ down: true })
+        const driver = { ...t.driver, connect: Effect.suspend(() => hang ? Effect.never : t.driver.connect) }
+        const pool = yield* ConnectionPool.make({ driver, breakerThreshold: 1, connectTimeout: "1 minute" })
+        yield* Effect.flip(pool.withConnection(() => Effect.void)) // opens the breaker
+        hang = true
+        yield* adjust("1 second") // the probe starts, and hangs
+        assert.strictEqual((yield* pool.stats).pending, 1)
+        const done = yield* Effect.fork(pool.shutdown())
+        yield* settle // no clock movement: not connectTimeout, not shutdownTimeout
+        assert.isTrue((yield* Fiber.poll(done))._tag === "Some", "shutdown finished at once")
+        assert.strictEqual((yield* pool.stats).pending, 0)
+      }))
+
     it.scoped("breakerThreshold: 0 turns it off", () =>
       Effect.gen(function*() {
         const t = makeDriver({ down: true })

@@ -3,7 +3,7 @@ import * as Exit from "effect/Exit"
 import * as Random from "effect/Random"
 import * as STM from "effect/STM"
 import * as TQueue from "effect/TQueue"
-import { create, destroyed, signalRefill, spawn, timeoutError } from "./connections.js"
+import { createInBackground, destroyed, signalRefill, spawn, timeoutError } from "./connections.js"
 import { checkIn, retire, validate } from "./handoff.js"
 import { backoffDelay } from "./options.js"
 import type { PoolImpl } from "./pool.js"
@@ -90,7 +90,7 @@ export const maintainer = <A>(pool: PoolImpl<A>): Effect.Effect<never> => {
   const fill = (failures: number): Effect.Effect<void> =>
     Effect.flatMap(STM.commit(reserve), (reserved) => {
       if (!reserved) return Effect.void
-      return Effect.flatMap(create(pool, undefined, "background"), (ok) => {
+      return Effect.flatMap(createInBackground(pool, "background"), (ok) => {
         if (ok) return fill(0)
         return Effect.flatMap(Random.next, (r) =>
           Effect.zipRight(Effect.sleep(backoffDelay(pool.options, failures + 1, r)), fill(failures + 1)))
@@ -116,7 +116,7 @@ export const prober = <A>(pool: PoolImpl<A>): Effect.Effect<never> => {
   const loop: Effect.Effect<void> = Effect.flatMap(STM.commit(reserve), (wait) => {
     if (wait === undefined) return Effect.void
     if (wait > 0) return Effect.zipRight(Effect.sleep(wait), loop)
-    const probe = Effect.flatMap(create(pool, undefined, "probe"), (ok) =>
+    const probe = Effect.flatMap(createInBackground(pool, "probe"), (ok) =>
       ok
         ? Effect.zipRight(Effect.logDebug("circuit breaker closed: a probe connected"), signalRefill(pool))
         : Effect.void)

@@ -2,6 +2,7 @@ import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Random from "effect/Random"
 import * as STM from "effect/STM"
@@ -57,6 +58,15 @@ export const spawn = <A>(pool: PoolImpl<A>, n: number, target: Waiter<A> | undef
     ? Effect.asVoid(FiberSet.run(pool.creators, run))
     : Effect.repeatN(FiberSet.run(pool.creators, run), n - 1)
 }
+
+/**
+ * A background connect (warm-up, refill, the breaker's probe) run in the pool's set of connects, so that a
+ * shutdown interrupts it at once rather than waiting up to `connectTimeout` for it; the caller waits for its end.
+ *
+ * @internal
+ */
+export const createInBackground = <A>(pool: PoolImpl<A>, kind: "background" | "probe"): Effect.Effect<boolean> =>
+  Effect.flatMap(FiberSet.run(pool.creators, Effect.interruptible(create(pool, undefined, kind))), Fiber.join)
 
 /**
  * Opens one connection for a slot already reserved in `pending` and hands it on (`handoff.arrive`). A failure goes
