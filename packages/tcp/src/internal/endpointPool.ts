@@ -45,7 +45,6 @@ export class EndpointState {
   /** Bumped by `clearEndpoint`: connections of an older generation are closed when they come back. */
   generation = 0
   errors = 0
-  private readonly recent = new Map<string, ConnectError>()
   /** The scope its pool lives in, made with the pool. */
   scope: Scope.CloseableScope | undefined = undefined
   /** Whether a caller began building its pool. */
@@ -89,10 +88,7 @@ export class EndpointState {
   get driver(): ConnectionPool.Driver<ConnectionImpl> {
     const validate = this.shared.protocol.validate
     return {
-      connect: Effect.mapError(this.connect, (error) => {
-        this.remember(error)
-        return new ConnectionError({ reason: error.message, cause: error })
-      }),
+      connect: Effect.mapError(this.connect, (error) => new ConnectionError({ reason: error.message, cause: error })),
       close: (conn) => this.close(conn),
       reusable: (conn) => this.reusable(conn),
       validate: validate === undefined ? undefined : (conn) => validate(conn)
@@ -100,25 +96,17 @@ export class EndpointState {
   }
 
   /**
-   * The core re-wraps a driver's `ConnectionError` by spreading it, which drops its (non-enumerable) `cause`:
-   * recent failures are kept by message, so that `typed` can give callers back the error itself.
+   * The typed error behind a `ConnectionError` from the core: the core keeps the driver's error as `cause`, through
+   * its retries and its circuit breaker.
    */
-  remember(error: ConnectError): void {
-    this.recent.delete(error.message)
-    this.recent.set(error.message, error)
-    if (this.recent.size > 32) this.recent.delete(this.recent.keys().next().value!)
-  }
-
-  /** The typed error behind a `ConnectionError` from the core. */
   typed(error: ConnectionError): ConnectError {
     if (isConnectError(error.cause)) return error.cause
-    return this.recent.get(error.reason) ??
-      new ConnectionFailed({
-        endpoint: this.endpoint.key,
-        attempts: error.attempts ?? 1,
-        lastError: error.cause ?? error.reason,
-        phase: "connect"
-      })
+    return new ConnectionFailed({
+      endpoint: this.endpoint.key,
+      attempts: error.attempts ?? 1,
+      lastError: error.cause ?? error.reason,
+      phase: "connect"
+    })
   }
 
   /** A permit under the global cap, then a socket (retried), then the protocol's `onCreate`. */
