@@ -127,6 +127,17 @@ export interface PoolConfig {
   readonly breakerBackoff?: Duration.DurationInput | undefined
   /** Longest delay between probes. Default 5 seconds. */
   readonly breakerBackoffMax?: Duration.DurationInput | undefined
+  /**
+   * Overload shedding: when this many callers already wait for a connection to be released, a caller that finds
+   * no idle connection and no room to open one fails at once with `PoolOverloaded` instead of joining the queue.
+   * Default unlimited (`Infinity`); 0 never queues a caller behind a full pool.
+   */
+  readonly maxWaiting?: number | undefined
+  /**
+   * Also shed a caller when the queue's expected wait (callers ahead × the recent mean time a connection is held
+   * ÷ connections open) exceeds its `acquireTimeout`: it would most likely time out anyway. Default false.
+   */
+  readonly shedOnExpectedWait?: boolean | undefined
 }
 
 /**

@@ -27,6 +27,38 @@ export class PoolEmpty extends Data.TaggedError("PoolEmpty")<{
 }
 
 /**
+ * Overload shedding: a caller that found no idle connection and no room to open one was refused at once, rather
+ * than queued behind a queue that could not drain in its `acquireTimeout`. A kind of `PoolEmpty` (it never waited,
+ * and carries the stats), raised by `get` and `withConnection` when `maxWaiting` callers already wait
+ * (`reason: "maxWaiting"`), or, under `shedOnExpectedWait`, when the queue's expected wait exceeds the caller's
+ * `acquireTimeout` (`reason: "expectedWait"`).
+ *
+ * @since 0.3.0
+ * @category errors
+ */
+export class PoolOverloaded extends Data.TaggedError("PoolOverloaded")<{
+  readonly pool: string
+  readonly reason: "maxWaiting" | "expectedWait"
+  /** Callers waiting when this one arrived. */
+  readonly waiting: number
+  /** The `maxWaiting` option (`Infinity` when unlimited). */
+  readonly maxWaiting: number
+  /** For `"expectedWait"`: the wait expected from the queue's length and the recent mean use time. */
+  readonly expectedWait?: Duration.Duration | undefined
+  /** For `"expectedWait"`: the caller's `acquireTimeout`, which the expected wait exceeds. */
+  readonly timeout?: Duration.Duration | undefined
+  readonly stats: PoolStats
+}> {
+  override get message(): string {
+    const why = this.reason === "maxWaiting"
+      ? `${this.waiting} callers waiting, the limit (maxWaiting) is ${this.maxWaiting}`
+      : `${this.waiting} callers waiting, expected wait ${Duration.format(this.expectedWait ?? Duration.zero)} ` +
+        `exceeds acquireTimeout ${Duration.format(this.timeout ?? Duration.zero)}`
+    return `pool "${this.pool}" is overloaded: ${why}; refused at once (${format(this.stats)})`
+  }
+}
+
+/**
  * The pool was shut down, before the call or while it waited.
  *
  * @since 0.1.0
@@ -114,7 +146,7 @@ export interface BreakerOpen {
 }
 
 /**
- * An option was out of range. Raised by `make`, `layer` and `resize`, never clamped silently.
+ * An option was out of range. Raised by `make`, `layer`, `resize` and `reconfigure`, never clamped silently.
  *
  * @since 0.1.0
  * @category errors
@@ -145,9 +177,9 @@ const show = (value: unknown): string =>
  * @since 0.1.0
  * @category errors
  */
-export type PoolError = PoolEmpty | PoolClosed | PoolTimeout | ConnectionError
+export type PoolError = PoolEmpty | PoolOverloaded | PoolClosed | PoolTimeout | ConnectionError
 
-const tags = new Set(["PoolEmpty", "PoolClosed", "PoolTimeout", "ConnectionError", "InvalidConfig"])
+const tags = new Set(["PoolEmpty", "PoolOverloaded", "PoolClosed", "PoolTimeout", "ConnectionError", "InvalidConfig"])
 
 /**
  * @since 0.1.0

@@ -49,6 +49,13 @@ export interface PoolStats {
    * room for more (see `ConnectionError.atCapacity`).
    */
   readonly ceiling: number
+  /** Callers refused at once with `PoolOverloaded` (see `maxWaiting`, `shedOnExpectedWait`). */
+  readonly overloadFailures: number
+  /**
+   * A moving mean of how long a connection is held, borrow to release, over roughly the last twenty releases, in
+   * milliseconds; 0 until one was released. `shedOnExpectedWait` estimates waits from it.
+   */
+  readonly useTimeRecentMs: number
 }
 
 /**

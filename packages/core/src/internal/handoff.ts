@@ -7,6 +7,7 @@ import * as Tracer from "effect/Tracer"
 import * as TRef from "effect/TRef"
 import { PoolClosed, PoolEmpty, type PoolError } from "../PoolError.js"
 import { breakerError, destroyed, failStranded, spawn } from "./connections.js"
+import { overloaded, recordUse, shed } from "./overload.js"
 import type { PoolImpl } from "./pool.js"
 import { Entry, limitOf, patched, type State } from "./state.js"
 import { modify, noTags, stats } from "./stats.js"
@@ -33,6 +34,8 @@ export const makeTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
     if (s.idleCount > 0) return T.takeIdle(s)
     // breaker open and nothing open to wait for: fail at once rather than queue for a connect that will not come
     if (s.breaker !== undefined && s.total === 0) return [T.breakerTake, s]
+    const refused = shed(pool, s)
+    if (refused !== undefined) return [refused, s]
     return T.enqueue(s, newWaiter(pool, true, false), pool.traced)
   }))
 
@@ -94,6 +97,8 @@ export const acquire = <A, X, E, R>(
       case "Empty":
         pool.counters.emptyFailures++
         return Effect.flatMap(pool.stats, (stats) => Effect.fail(new PoolEmpty({ pool: pool.name, stats })))
+      case "Overloaded":
+        return overloaded(pool, take)
     }
   })
 
@@ -286,6 +291,7 @@ export const release = <A, X = void, E = never>(
   if (entry.closed) return then // closed by force at the shutdown deadline
   const now = pool.now()
   pool.metrics.useTime.unsafeUpdate((now - entry.borrowedAt) / 1000, noTags)
+  recordUse(pool, now - entry.borrowedAt)
   if (failure !== undefined && (Cause.isInterrupted(failure) || Cause.isDie(failure))) {
     entry.invalid = true // its user was interrupted or died mid-use: its state is unknown
   } else if (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn)) {

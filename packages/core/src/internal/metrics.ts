@@ -28,6 +28,10 @@ export const keys = {
     description: "Acquisitions that timed out",
     incremental: true
   }),
+  overloaded: MetricKey.counter("db.client.connection.overloaded", {
+    description: "Acquisitions refused at once by overload shedding (maxWaiting, shedOnExpectedWait)",
+    incremental: true
+  }),
   createTime: MetricKey.histogram(
     "db.client.connection.create_time",
     seconds,
@@ -64,6 +68,7 @@ export const forPool = (name: string) => {
     idleMin: make(keys.idleMin),
     breakerOpen: make(keys.breakerOpen),
     timeouts: make(keys.timeouts),
+    overloaded: make(keys.overloaded),
     createTime: make(keys.createTime),
     waitTime: make(keys.waitTime),
     useTime: make(keys.useTime)

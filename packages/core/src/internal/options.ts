@@ -25,6 +25,9 @@ export interface Resolved {
   readonly breakerThreshold: number
   readonly breakerBackoff: number
   readonly breakerBackoffMax: number
+  /** Most callers queued for a release; `Infinity` when unlimited. */
+  readonly maxWaiting: number
+  readonly shedOnExpectedWait: boolean
 }
 
 const invalid = (option: string, value: unknown, reason: string) => new InvalidConfig({ option, value, reason })
@@ -126,9 +129,19 @@ export const resolve = (options: PoolConfig): Effect.Effect<Resolved, InvalidCon
       connectBackoffMax: backoffMax,
       shutdownTimeout: yield* duration("shutdownTimeout", options.shutdownTimeout, "30 seconds", { zero: true }),
       reuse: yield* reuse(options.reuse),
-      ...(yield* breaker(options))
+      ...(yield* breaker(options)),
+      maxWaiting: yield* maxWaiting(options.maxWaiting),
+      shedOnExpectedWait: yield* flag("shedOnExpectedWait", options.shedOnExpectedWait)
     }
   })
+
+const maxWaiting = (input: number | undefined): Effect.Effect<number, InvalidConfig> =>
+  input === undefined || input === Infinity ? Effect.succeed(Infinity) : integer("maxWaiting", input, 0, 0)
+
+const flag = (option: string, input: boolean | undefined): Effect.Effect<boolean, InvalidConfig> =>
+  input === undefined || typeof input === "boolean"
+    ? Effect.succeed(input ?? false)
+    : Effect.fail(invalid(option, input, "must be true or false"))
 
 const reuse = (input: PoolConfig["reuse"]): Effect.Effect<"lifo" | "fifo", InvalidConfig> =>
   input === undefined || input === "lifo" || input === "fifo"

@@ -25,6 +25,10 @@ export class Counters {
   validationFailures = 0
   waitTotalMs = 0
   waitMaxMs = 0
+  /** Callers refused by overload shedding. */
+  overloadFailures = 0
+  /** Moving mean of how long a connection is held, in milliseconds (see `overload.recordUse`); 0 until measured. */
+  useTimeRecentMs = 0
 }
 
 /** Every state change goes through here: one `TRef.modify`, gauges published from the new state. @internal */
@@ -74,7 +78,9 @@ export const snapshot = <A>(pool: PoolImpl<A>, s: State<A>): PoolStats => {
     waitTimeMaxMs: c.waitMaxMs,
     breakerOpen: s.breaker !== undefined,
     consecutiveConnectFailures: s.failures,
-    ceiling: limitOf(s)
+    ceiling: limitOf(s),
+    overloadFailures: c.overloadFailures,
+    useTimeRecentMs: c.useTimeRecentMs
   }
 }
 

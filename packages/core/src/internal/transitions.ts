@@ -1,5 +1,6 @@
 import { ConnectionError, type PoolError } from "../PoolError.js"
 import { probeDelay, type Resolved } from "./options.js"
+import type { Overloaded } from "./overload.js"
 import * as Stack from "./stack.js"
 import { allOf, Breaker, emptyFifo, type Entry, type Fifo, limitOf, patched, push, type State } from "./state.js"
 import { CANCELLED, TAKEN, WAITING, type Waiter } from "./waiter.js"
@@ -21,6 +22,7 @@ export type Take<A> =
   | { readonly _tag: "Closed" }
   | { readonly _tag: "Empty" }
   | { readonly _tag: "Breaker" }
+  | Overloaded
 
 /**
  * Where a connection went, back from a borrower or newly opened: to this waiter (as is), idle, or to close.

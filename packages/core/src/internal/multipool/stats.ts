@@ -17,7 +17,8 @@ const summed = [
   "emptyFailures",
   "connectFailures",
   "validationFailures",
-  "ceiling"
+  "ceiling",
+  "overloadFailures"
 ] as const
 
 /** Several pools as one: gauges and counters summed, mean wait weighted by acquisitions. @internal */
@@ -33,6 +34,7 @@ export const aggregate = (name: string, all: ReadonlyArray<PoolStats>): PoolStat
     closed: all.every((s) => s.closed),
     waitTimeMeanMs: sums.acquired === 0 ? 0 : waited / sums.acquired,
     waitTimeMaxMs: all.reduce((m, s) => Math.max(m, s.waitTimeMaxMs), 0),
+    useTimeRecentMs: sums.acquired === 0 ? 0 : all.reduce((n, s) => n + s.useTimeRecentMs * s.acquired, 0) / sums.acquired,
     // open only when every server's is: while one can still connect, the whole can
     breakerOpen: all.length > 0 && all.every((s) => s.breakerOpen),
     consecutiveConnectFailures: all.length === 0 ? 0 : Math.min(...all.map((s) => s.consecutiveConnectFailures))
