@@ -32,7 +32,9 @@ import type * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import type * as Layer from "effect/Layer"
 import type { Pipeable } from "effect/Pipeable"
+import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
 import * as internal from "./internal/pool.js"
 import type { ConnectionError, InvalidConfig, PoolError } from "./PoolError.js"
 import type { PoolStats } from "./PoolStats.js"
@@ -158,6 +160,39 @@ export interface Sizes {
 }
 
 /**
+ * What {@link reconfigure} can change while the pool runs: every option but the name. A field left out, or
+ * `undefined`, keeps its current value.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Reconfiguration extends Omit<PoolConfig, "name"> {}
+
+/**
+ * When `layerConfig` reads its `Config` again: on each recurrence of a `Schedule` (the first after its first
+ * delay, as `Effect.schedule` runs), or on each element of a `Stream` (a signal: `Stream.fromPubSub`, SIGHUP, a
+ * file watcher).
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export type Reload = Schedule.Schedule<unknown> | Stream.Stream<unknown>
+
+/**
+ * @since 0.3.0
+ * @category models
+ */
+export interface LayerConfigOptions {
+  /**
+   * Re-read the config and apply it with {@link reconfigure}, so that sizes and timeouts follow the config source
+   * while the pool runs. The re-read config replaces the whole config (an option no longer set goes back to its
+   * default). A read that fails, or a config the pool rejects (`InvalidConfig`, or a changed `name`), is logged as
+   * a warning and the pool keeps its current config. The reloading fiber lives in the layer's scope.
+   */
+  readonly reload?: Reload | undefined
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -207,6 +242,8 @@ export interface ConnectionPool<A> extends Pipeable {
    * released.
    */
   resize(sizes: Sizes): Effect.Effect<void, InvalidConfig>
+  /** See {@link reconfigure}. */
+  reconfigure(changes: Reconfiguration): Effect.Effect<void, InvalidConfig>
 }
 
 /**
@@ -312,6 +349,37 @@ export const resize: {
 } = internal.resize
 
 /**
+ * Changes options while the pool runs. The merged config is checked as `make` checks one: a bad value fails with
+ * `InvalidConfig` and changes nothing. No connection in use is dropped.
+ *
+ * - Sizes apply as with {@link resize}: idle connections above a smaller `maxSize` close now, those in use when
+ *   released; a larger `maxSize` opens connections for callers already waiting; `minSize` refills in the background.
+ * - A **shorter** `acquireTimeout` also holds for callers already waiting (each waits at most that long from its
+ *   arrival); a longer one applies to callers arriving after. Likewise a shorter `maxLifetime` pulls in the
+ *   lifetimes of open connections (jittered; in use, they close when released), a longer one applies to
+ *   connections opened after.
+ * - `idleTimeout`, `maxLifetime` and `keepaliveInterval` are applied by the housekeeper at once (it is woken), not
+ *   at its next pass.
+ * - `maxWaiting` and `shedOnExpectedWait` decide for the next caller; callers already queued past a lowered
+ *   `maxWaiting` keep their places.
+ * - The rest is read where it is used: `connectTimeout`, `connectRetries` and the backoffs by the next connect,
+ *   `validationBypass` and `validationTimeout` by the next borrow, `reuse` by the next release, the breaker's
+ *   options by its next decision, `shutdownTimeout` at shutdown.
+ *
+ * @example
+ * ```ts
+ * yield* ConnectionPool.reconfigure(pool, { maxSize: 20, acquireTimeout: "5 seconds" })
+ * ```
+ *
+ * @since 0.3.0
+ * @category combinators
+ */
+export const reconfigure: {
+  (changes: Reconfiguration): <A>(self: ConnectionPool<A>) => Effect.Effect<void, InvalidConfig>
+  <A>(self: ConnectionPool<A>, changes: Reconfiguration): Effect.Effect<void, InvalidConfig>
+} = internal.reconfigure
+
+/**
  * A service tag for one pool, with its layers and accessors as statics. Declare one per pool, so that pools of
  * the same connection type (a primary and a replica) live side by side in one context:
  *
@@ -327,7 +395,8 @@ export interface TagClass<Self, Id extends string, A> extends Context.TagClass<S
   readonly layer: <R = never>(options: Options<A, R>) => Layer.Layer<Self, InvalidConfig, R>
   readonly layerConfig: <R = never>(
     driver: Driver<A, R>,
-    config: Config.Config.Wrap<PoolConfig>
+    config: Config.Config.Wrap<PoolConfig>,
+    options?: LayerConfigOptions | undefined
   ) => Layer.Layer<Self, ConfigError.ConfigError | InvalidConfig, R>
   readonly get: Effect.Effect<A, PoolError, Scope.Scope | Self>
   readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope | Self>
@@ -345,6 +414,7 @@ export interface TagClass<Self, Id extends string, A> extends Context.TagClass<S
   readonly shutdown: (timeout?: Duration.DurationInput) => Effect.Effect<void, never, Self>
   readonly stats: Effect.Effect<PoolStats, never, Self>
   readonly resize: (sizes: Sizes) => Effect.Effect<void, InvalidConfig, Self>
+  readonly reconfigure: (changes: Reconfiguration) => Effect.Effect<void, InvalidConfig, Self>
 }
 
 /**
@@ -367,7 +437,12 @@ export const layer: <I, A, R = never>(
 ) => Layer.Layer<I, InvalidConfig, R> = internal.layer
 
 /**
- * Builds a pool as a layer for `tag`, its options read from `Config` (for example environment variables).
+ * Builds a pool as a layer for `tag`, its options read from `Config` (for example environment variables). With
+ * `reload`, the config is read again on a schedule or a signal and applied live (see {@link LayerConfigOptions}):
+ *
+ * ```ts
+ * Db.layerConfig(driver, { maxSize: Config.integer("DB_MAX_SIZE") }, { reload: Schedule.spaced("30 seconds") })
+ * ```
  *
  * @since 0.1.0
  * @category layers
@@ -375,5 +450,6 @@ export const layer: <I, A, R = never>(
 export const layerConfig: <I, A, R = never>(
   tag: Context.Tag<I, ConnectionPool<A>>,
   driver: Driver<A, R>,
-  config: Config.Config.Wrap<PoolConfig>
+  config: Config.Config.Wrap<PoolConfig>,
+  options?: LayerConfigOptions | undefined
 ) => Layer.Layer<I, ConfigError.ConfigError | InvalidConfig, R> = internal.layerConfig

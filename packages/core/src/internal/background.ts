@@ -4,6 +4,7 @@ import * as Random from "effect/Random"
 import * as STM from "effect/STM"
 import * as TQueue from "effect/TQueue"
 import { createInBackground, destroyed, signalRefill, spawn, timeoutError } from "./connections.js"
+import { sleepOrRetimed } from "./reconfigure.js"
 import { checkIn, retire, validate } from "./handoff.js"
 import { backoffDelay } from "./options.js"
 import type { PoolImpl } from "./pool.js"
@@ -20,7 +21,7 @@ export const sweeper = <A>(pool: PoolImpl<A>): Effect.Effect<never> => {
   const step = Effect.flatMap(STM.commit(head), (head) => {
     if (head === undefined) return STM.commit(TQueue.take(pool.wake))
     const now = pool.now()
-    if (head.deadline > now) return Effect.sleep(head.deadline - now)
+    if (head.deadline > now) return sleepOrRetimed(pool, head.deadline - now) // a shorter acquireTimeout wakes it
     const expire = modify(pool, (s) => T.takeExpired(s, now))
     return Effect.uninterruptible(Effect.flatMap(STM.commit(expire), (expired) =>
       Effect.map(pool.stats, (stats) => {
@@ -76,7 +77,8 @@ export const housekeeper = <A>(pool: PoolImpl<A>): Effect.Effect<never> => {
           }), { discard: true })
       ))
   })
-  return Effect.forever(Effect.zipRight(Effect.suspend(() => Effect.sleep(housekeepingInterval(pool))), pass))
+  // a reconfigure wakes it, so that a shorter idleTimeout or maxLifetime applies at once
+  return Effect.forever(Effect.zipRight(Effect.suspend(() => sleepOrRetimed(pool, housekeepingInterval(pool))), pass))
 }
 
 /** Keeps `minSize` connections open, one connect at a time, backing off while connects fail. @internal */

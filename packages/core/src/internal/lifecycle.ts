@@ -9,11 +9,11 @@ import * as TRef from "effect/TRef"
 import type * as ConnectionPool from "../ConnectionPool.js"
 import { type InvalidConfig, PoolClosed } from "../PoolError.js"
 import { grower, housekeeper, maintainer, prober, sweeper } from "./background.js"
-import { close, destroyed, signalRefill, spawn } from "./connections.js"
-import { validateSizes } from "./options.js"
+import { close, destroyed, signalRefill } from "./connections.js"
 import type { PoolImpl } from "./pool.js"
-import { type Entry, idleList, idlePatch, longestIdleFirst, patched, type State } from "./state.js"
-import { modify, publishLimits } from "./stats.js"
+import { reconfigure } from "./reconfigure.js"
+import { type Entry, idleList, idlePatch, patched, type State } from "./state.js"
+import { modify } from "./stats.js"
 import * as T from "./transitions.js"
 import type { Waiter } from "./waiter.js"
 
@@ -59,31 +59,9 @@ export const drain = <A>(pool: PoolImpl<A>): Effect.Effect<void> => {
   return Effect.flatMap(STM.commit(tx), (idle) => Effect.forEach(idle, (e) => destroyed(pool, e), { discard: true }))
 }
 
-/** @internal */
+/** The sizes alone, through `reconfigure` (which checks the whole config and resizes in one transaction). @internal */
 export const resize = <A>(pool: PoolImpl<A>, sizes: ConnectionPool.Sizes): Effect.Effect<void, InvalidConfig> =>
-  Effect.flatMap(validateSizes(sizes.minSize, sizes.maxSize, pool.options), ({ maxSize, minSize }) => {
-    const tx = modify(pool, (s): readonly [readonly [Array<Entry<A>>, number], State<A>] => {
-      const idle = idleList(s)
-      const excess = Math.max(0, Math.min(idle.length, s.total - maxSize))
-      const close = longestIdleFirst(idle).slice(0, excess)
-      const [spawn, next] = T.withSpawn(patched(s, {
-        minSize,
-        maxSize,
-        ...(excess === 0 ? {} : idlePatch(idle.filter((e) => !close.includes(e)))),
-        total: s.total - excess
-      }))
-      return [[close, spawn], next]
-    })
-    return Effect.uninterruptible(Effect.flatMap(STM.commit(tx), ([closing, n]) => {
-      pool.options = { ...pool.options, minSize, maxSize }
-      publishLimits(pool)
-      return Effect.all([
-        Effect.forEach(closing, (e) => close(pool, e), { discard: true }),
-        spawn(pool, n, undefined),
-        signalRefill(pool)
-      ], { discard: true })
-    }))
-  })
+  reconfigure(pool, { minSize: sizes.minSize, maxSize: sizes.maxSize })
 
 /** @internal */
 export const shutdown = <A>(pool: PoolImpl<A>, timeout?: Duration.DurationInput): Effect.Effect<void> => {

@@ -24,6 +24,7 @@ import { acquire, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
 import { resolve, type Resolved } from "./options.js"
+import * as live from "./reconfigure.js"
 import { type Entry, initial, type State } from "./state.js"
 import * as stats from "./stats.js"
 import type { Take } from "./transitions.js"
@@ -37,6 +38,8 @@ import type { Start } from "./waiter.js"
 // - `connections.ts`: connect, spawn, create, a failed connect, close
 // - `background.ts`: the sweeper, housekeeper, maintainer, prober and grower fibers
 // - `lifecycle.ts`: start, invalidate, drain, resize, shutdown
+// - `reconfigure.ts`: reconfigure, and `layerConfig`'s reload
+// - `overload.ts`: overload shedding (`maxWaiting`, `shedOnExpectedWait`)
 // - `stats.ts`: counters, the one `modify` that publishes gauges, `stats`
 
 /** @internal */
@@ -65,6 +68,10 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   /** Connects begun, and the latest of them that succeeded: the breaker counts only failures begun after it. */
   connects = 0
   lastSuccess = 0
+  /** The config as given (durations as written, defaults not applied), which `reconfigure` merges changes into. */
+  config: ConnectionPool.PoolConfig = {}
+  /** Completed, and replaced, by `reconfigure`: wakes background fibers asleep on a time from the old options. */
+  retimed = Deferred.unsafeMake<void>(FiberId.none)
 
   constructor(
     public options: Resolved,
@@ -161,6 +168,10 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     return lifecycle.resize(this, sizes)
   }
 
+  reconfigure(changes: ConnectionPool.Reconfiguration): Effect.Effect<void, InvalidConfig> {
+    return live.reconfigure(this, changes)
+  }
+
   shutdown(timeout?: Duration.DurationInput): Effect.Effect<void> {
     return lifecycle.shutdown(this, timeout)
   }
@@ -200,6 +211,8 @@ export const make = <A, R>(
     const creators = yield* FiberSet.make<boolean>()
     const clock = yield* Effect.clock
     const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock)
+    const { driver: _, ...config } = options
+    pool.config = config
     yield* lifecycle.start(pool)
     yield* Effect.logDebug("pool created")
     return pool
@@ -216,17 +229,26 @@ export const layer = <I, A, R>(
 export const layerConfig = <I, A, R>(
   tag: Context.Tag<I, ConnectionPool.ConnectionPool<A>>,
   driver: ConnectionPool.Driver<A, R>,
-  config: Config.Config.Wrap<ConnectionPool.PoolConfig>
+  config: Config.Config.Wrap<ConnectionPool.PoolConfig>,
+  options?: ConnectionPool.LayerConfigOptions | undefined
 ): Layer.Layer<I, ConfigError.ConfigError | InvalidConfig, R> =>
-  Layer.scoped(tag, Effect.flatMap(Config.unwrap(config), (c) => make({ ...c, driver })))
+  Layer.scoped(
+    tag,
+    Effect.flatMap(Config.unwrap(config), (c) =>
+      Effect.tap(make({ ...c, driver }), (pool) =>
+        options?.reload === undefined ? Effect.void : live.reloading(pool as PoolImpl<A>, config, options.reload)))
+  )
 
 /** @internal */
 export const makeTag = (id: string): any => {
   const tag: any = Context.Tag(id)<any, ConnectionPool.ConnectionPool<any>>()
   const use = <X>(f: (pool: ConnectionPool.ConnectionPool<any>) => X) => Effect.flatMap(tag, f as any)
   tag.layer = (options: ConnectionPool.Options<any, any>) => layer(tag, options)
-  tag.layerConfig = (driver: ConnectionPool.Driver<any, any>, config: Config.Config.Wrap<ConnectionPool.PoolConfig>) =>
-    layerConfig(tag, driver, config)
+  tag.layerConfig = (
+    driver: ConnectionPool.Driver<any, any>,
+    config: Config.Config.Wrap<ConnectionPool.PoolConfig>,
+    options?: ConnectionPool.LayerConfigOptions
+  ) => layerConfig(tag, driver, config, options)
   tag.get = use((pool) => pool.get)
   tag.tryGet = use((pool) => pool.tryGet)
   tag.withConnection = (f: any) => use((pool) => pool.withConnection(f))
@@ -237,6 +259,7 @@ export const makeTag = (id: string): any => {
   tag.shutdown = (timeout?: Duration.DurationInput) => use((pool) => pool.shutdown(timeout))
   tag.stats = use((pool) => pool.stats)
   tag.resize = (sizes: ConnectionPool.Sizes) => use((pool) => pool.resize(sizes))
+  tag.reconfigure = (changes: ConnectionPool.Reconfiguration) => use((pool) => pool.reconfigure(changes))
   return tag
 }
 
@@ -274,6 +297,12 @@ export const invalidate = dual(2, <A>(self: ConnectionPool.ConnectionPool<A>, co
 export const resize = dual(
   2,
   <A>(self: ConnectionPool.ConnectionPool<A>, sizes: ConnectionPool.Sizes) => self.resize(sizes)
+)
+
+/** @internal */
+export const reconfigure = dual(
+  2,
+  <A>(self: ConnectionPool.ConnectionPool<A>, changes: ConnectionPool.Reconfiguration) => self.reconfigure(changes)
 )
 
 /** @internal */

@@ -18,7 +18,8 @@ export class Entry<A> {
   uses = 0
   invalid = false
   closed = false
-  constructor(readonly conn: A, readonly createdAt: number, readonly expiresAt: number) {
+  /** Written outside transactions only by `reconfigure`, when a shorter `maxLifetime` pulls it in. */
+  constructor(readonly conn: A, readonly createdAt: number, public expiresAt: number) {
     this.idleSince = createdAt
     this.checkedAt = createdAt
   }

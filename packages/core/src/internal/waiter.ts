@@ -26,7 +26,8 @@ export class Waiter<A> {
   constructor(
     readonly since: number,
     readonly start: bigint,
-    readonly deadline: number,
+    /** Pulled in by `reconfigure` when `acquireTimeout` shrinks; never pushed out. */
+    public deadline: number,
     /** In the queue and counted in `waiting`; `tryGet`'s waiter is neither. */
     readonly queued: boolean,
     /** A connect was started when this waiter arrived. */
