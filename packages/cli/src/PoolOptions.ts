@@ -72,6 +72,13 @@ const integer = (name: string, description: string) =>
 const fraction = (name: string, description: string) =>
   Options.float(name).pipe(Options.withDescription(description), Options.optional)
 
+/** A switch: present is `true`, absent leaves the field out (its default is false). */
+const flag = (name: string, description: string) =>
+  Options.boolean(name).pipe(
+    Options.withDescription(description),
+    Options.map((on) => on ? Option.some(true) : Option.none())
+  )
+
 const defined = <A extends Record<string, Option.Option<unknown>>>(fields: A) => {
   const config: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(fields)) if (Option.isSome(value)) config[key] = value.value
@@ -141,7 +148,15 @@ export const fields = Options.all({
     "Connect failures in a row that open the circuit breaker (callers then fail at once). Default 5; 0 is off."
   ),
   breakerBackoff: duration("breaker-backoff", "Delay before the breaker's first probe, doubling. Default 500ms."),
-  breakerBackoffMax: duration("breaker-backoff-max", "Cap of the breaker's probe delay. Default 5s.")
+  breakerBackoffMax: duration("breaker-backoff-max", "Cap of the breaker's probe delay. Default 5s."),
+  maxWaiting: integer(
+    "max-waiting",
+    "Most callers queued for a connection; past it a caller fails at once with PoolOverloaded. Default unlimited."
+  ),
+  shedOnExpectedWait: flag(
+    "shed-on-expected-wait",
+    "Also fail a caller at once when the queue's expected wait exceeds its --acquire-timeout. Default off."
+  )
 })
 
 /**

@@ -50,7 +50,9 @@ describe("PoolOptions", () => {
         "--reuse", "fifo",
         "--breaker-threshold", "3",
         "--breaker-backoff", "1s",
-        "--breaker-backoff-max", "20s"
+        "--breaker-backoff-max", "20s",
+        "--max-waiting", "50",
+        "--shed-on-expected-wait"
       ])
       const expected: Required<ConnectionPool.PoolConfig> = {
         name: "app",
@@ -71,7 +73,9 @@ describe("PoolOptions", () => {
         reuse: "fifo",
         breakerThreshold: 3,
         breakerBackoff: Duration.seconds(1),
-        breakerBackoffMax: Duration.seconds(20)
+        breakerBackoffMax: Duration.seconds(20),
+        maxWaiting: 50,
+        shedOnExpectedWait: true
       }
       assert.deepStrictEqual(Object.keys(config).sort(), poolConfigFields().sort())
       for (const [key, value] of Object.entries(expected)) {
@@ -91,7 +95,8 @@ describe("PoolOptions", () => {
         [["--acquire-timeout", "off"], /--acquire-timeout: .*must be finite/],
         [["--validation-timeout", "0s"], /--validation-timeout: .*must be positive/],
         [["--connect-backoff", "1s", "--connect-backoff-max", "10ms"], /--connect-backoff-max: .*below connectBackoff/],
-        [["--pool-name", ""], /--pool-name: .*non-empty/]
+        [["--pool-name", ""], /--pool-name: .*non-empty/],
+        [["--max-waiting", "-1"], /--max-waiting: invalid pool option maxWaiting = -1: must be at least 0/]
       ]
       for (const [args, pattern] of cases) assert.match(yield* failure(args), pattern, args.join(" "))
     }))

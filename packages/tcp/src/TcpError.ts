@@ -1,10 +1,10 @@
 /**
  * The typed failures of a TCP pool. Every one is a `Data.TaggedError` with a readable `message` that names the
- * endpoint and never a secret. `PoolTimeout`, `PoolClosed` and `InvalidConfig` are the core's own.
+ * endpoint and never a secret. `PoolTimeout`, `PoolOverloaded`, `PoolClosed` and `InvalidConfig` are the core's own.
  *
  * @since 0.1.0
  */
-import { InvalidConfig, PoolClosed, PoolTimeout } from "@connection-pool/core/PoolError"
+import { InvalidConfig, PoolClosed, PoolOverloaded, PoolTimeout } from "@connection-pool/core/PoolError"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import { hasProperty } from "effect/Predicate"
@@ -24,6 +24,14 @@ export {
    * @category errors
    */
   PoolClosed,
+  /**
+   * Shed at once: `maxWaitingPerEndpoint` callers already wait for the endpoint (or, under `shedOnExpectedWait`,
+   * the wait would outlast `acquireTimeout`).
+   *
+   * @since 0.3.0
+   * @category errors
+   */
+  PoolOverloaded,
   /**
    * No connection within `acquireTimeout`.
    *
@@ -162,7 +170,7 @@ export type ConnectError = DnsResolutionFailed | ConnectionFailed | ConnectionTi
  * @since 0.1.0
  * @category errors
  */
-export type TcpPoolError = ConnectError | PoolTimeout | PoolClosed | InvalidEndpoint
+export type TcpPoolError = ConnectError | PoolTimeout | PoolOverloaded | PoolClosed | InvalidEndpoint
 
 const connectTags = new Set(["DnsResolutionFailed", "ConnectionFailed", "ConnectionTimeout", "TlsFailed"])
 

@@ -132,6 +132,13 @@ export interface PoolConfig {
   readonly name?: string | undefined
   /** Most connections open to one endpoint, in use or idle. Default 10. */
   readonly maxConnectionsPerEndpoint?: number | undefined
+  /**
+   * Overload shedding per endpoint (the core's `maxWaiting`): when this many callers already wait for one
+   * endpoint's connection, the next fails at once with `PoolOverloaded` instead of queueing. Default unlimited.
+   */
+  readonly maxWaitingPerEndpoint?: number | undefined
+  /** Also shed a caller whose expected wait exceeds its `acquireTimeout` (the core's option). Default false. */
+  readonly shedOnExpectedWait?: boolean | undefined
   /** Most idle connections kept per endpoint; more are closed as they come back. Default: all of them. */
   readonly maxIdlePerEndpoint?: number | undefined
   /**

@@ -1,6 +1,6 @@
 import { Endpoint, TcpPool } from "@connection-pool/tcp"
 import { assert, describe, it } from "@effect/vitest"
-import { Config, ConfigProvider, Effect, Fiber, Layer, Logger, LogLevel, Metric, Option, TestClock } from "effect"
+import { Config, ConfigProvider, Deferred, Effect, Fiber, Layer, Logger, LogLevel, Metric, Option, TestClock } from "effect"
 import { countingServer } from "./support/servers.js"
 
 const live = (ms: number) => Effect.promise(() => new Promise((r) => setTimeout(r, ms)))
@@ -26,6 +26,31 @@ describe("TcpPool", () => {
       assert.strictEqual(new Set(ids).size, 3)
       assert.strictEqual((yield* statsOf(pool, `127.0.0.1:${server.port}`)).created, 3)
     })))
+
+  it.live("maxWaitingPerEndpoint: past it a caller fails at once with PoolOverloaded; the queue still drains", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const server = yield* countingServer
+      const ep = `127.0.0.1:${server.port}`
+      const pool = yield* TcpPool.make({ name: "shed", maxConnectionsPerEndpoint: 1, maxWaitingPerEndpoint: 1 })
+      const release = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(pool.withConnection(ep, (c) => Effect.zipRight(echo(c, "a"), Deferred.await(release))))
+      yield* eventually(() => server.open() === 1)
+      const waiter = yield* Effect.fork(pool.withConnection(ep, (c) => echo(c, "b")))
+      for (let i = 0; i < 400 && (yield* statsOf(pool, ep)).waiting === 0; i++) yield* live(5)
+      const error = yield* Effect.flip(pool.withConnection(ep, (c) => echo(c, "c")))
+      assert.strictEqual(error._tag, "PoolOverloaded")
+      assert.match(error.message, /pool "shed 127\.0\.0\.1:\d+" is overloaded: 1 callers waiting, the limit \(maxWaiting\) is 1/)
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      assert.strictEqual(yield* Fiber.join(waiter), "b")
+      assert.strictEqual(server.open(), 1)
+    })))
+
+  it.effect("maxWaitingPerEndpoint must be a non-negative integer or Infinity", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(TcpPool.make({ maxWaitingPerEndpoint: -1 })))
+      assert.strictEqual(error.message, "invalid pool option maxWaitingPerEndpoint = -1: must be at least 0")
+    }))
 
   it.live("maxIdlePerEndpoint: connections beyond it are closed as they come back", () =>
     Effect.scoped(Effect.gen(function*() {

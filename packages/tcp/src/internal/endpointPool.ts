@@ -74,6 +74,8 @@ export class EndpointState {
     return {
       name: this.name,
       maxSize: o.maxConnectionsPerEndpoint,
+      maxWaiting: o.maxWaitingPerEndpoint,
+      shedOnExpectedWait: o.shedOnExpectedWait,
       acquireTimeout: o.acquireTimeout,
       connectTimeout: o.acquireTimeout,
       idleTimeout: o.idleTimeout,

@@ -7,6 +7,8 @@ import type * as TcpPool from "../TcpPool.js"
 export interface Resolved {
   readonly name: string
   readonly maxConnectionsPerEndpoint: number
+  readonly maxWaitingPerEndpoint: number
+  readonly shedOnExpectedWait: boolean
   readonly maxIdlePerEndpoint: number
   readonly maxConnections: number
   readonly idleTimeout: number
@@ -77,9 +79,14 @@ export const resolve = (options: TcpPool.PoolConfig): Effect.Effect<Resolved, In
     if (options.noDelay !== undefined && typeof options.noDelay !== "boolean") {
       return yield* invalid("noDelay", options.noDelay, "must be a boolean")
     }
+    if (options.shedOnExpectedWait !== undefined && typeof options.shedOnExpectedWait !== "boolean") {
+      return yield* invalid("shedOnExpectedWait", options.shedOnExpectedWait, "must be a boolean")
+    }
     return {
       name,
       maxConnectionsPerEndpoint: perEndpoint,
+      maxWaitingPerEndpoint: yield* count("maxWaitingPerEndpoint", options.maxWaitingPerEndpoint, Infinity, 0, true),
+      shedOnExpectedWait: options.shedOnExpectedWait ?? false,
       maxIdlePerEndpoint: Math.min(maxIdle, perEndpoint),
       maxConnections,
       idleTimeout: yield* duration("idleTimeout", options.idleTimeout, "30 seconds", { infinite: true }),
