@@ -4,8 +4,9 @@ import { ConnectionPool } from "../src/index.js"
 import type { PoolStats } from "../src/PoolStats.js"
 import { type Conn, makeDriver, settle } from "./utils.js"
 
-// Random schedules of get / tryGet / release / interrupt / invalidate / timeout / resize / shutdown / server
-// outages, with the invariants checked after every step against what the driver saw, not only the pool's word.
+// Random schedules of get / tryGet / release / interrupt / invalidate / timeout / resize / reconfigure / shutdown /
+// server outages, with overload shedding on or off, and the invariants checked after every step against what the
+// driver saw, not only the pool's word.
 
 type Command =
   | { readonly _tag: "Get" }
@@ -16,6 +17,15 @@ type Command =
   | { readonly _tag: "Break"; readonly k: number }
   | { readonly _tag: "Advance"; readonly millis: number }
   | { readonly _tag: "Resize"; readonly minSize: number; readonly maxSize: number }
+  | {
+    readonly _tag: "Reconfigure"
+    readonly minSize: number
+    readonly maxSize: number
+    readonly acquireTimeout: number
+    readonly idleTimeout: number
+    readonly maxLifetime: number
+    readonly maxWaiting: number
+  }
   | { readonly _tag: "Outage"; readonly down: boolean }
   | { readonly _tag: "Shutdown" }
 
@@ -31,6 +41,17 @@ const command: fc.Arbitrary<Command> = fc.oneof(
     arbitrary: fc.record({ minSize: fc.nat(2), maxSize: fc.integer({ min: 2, max: 5 }) }).map((s) =>
       ({ _tag: "Resize", ...s }) as const
     ),
+    weight: 1
+  },
+  {
+    arbitrary: fc.record({
+      minSize: fc.nat(2),
+      maxSize: fc.integer({ min: 1, max: 5 }),
+      acquireTimeout: fc.constantFrom(500, 2_000, 5_000),
+      idleTimeout: fc.constantFrom(1_000, 5_000),
+      maxLifetime: fc.constantFrom(3_000, 20_000),
+      maxWaiting: fc.constantFrom(Infinity, 0, 1, 3)
+    }).map((r) => ({ _tag: "Reconfigure", ...r }) as const),
     weight: 1
   },
   { arbitrary: fc.boolean().map((down) => ({ _tag: "Outage", down }) as const), weight: 1 },
@@ -53,7 +74,9 @@ const scenario = fc.record({
   maxSize: fc.integer({ min: 1, max: 4 }),
   reuse: fc.constantFrom("lifo" as const, "fifo" as const),
   validationBypass: fc.constantFrom<Duration.DurationInput>("500 millis", 0),
-  breakerThreshold: fc.constantFrom(0, 1, 3)
+  breakerThreshold: fc.constantFrom(0, 1, 3),
+  maxWaiting: fc.constantFrom(Infinity, Infinity, 0, 2),
+  shedOnExpectedWait: fc.boolean()
 })
 
 type Scenario = typeof scenario extends fc.Arbitrary<infer S> ? S : never
@@ -79,10 +102,13 @@ describe("ConnectionPool properties", () => {
         maxLifetime: "20 seconds",
         connectBackoff: "100 millis",
         connectBackoffMax: "1 second",
-        shutdownTimeout: 0 // a failed check closes the scope at once instead of waiting on the test clock
+        shutdownTimeout: 0, // a failed check closes the scope at once instead of waiting on the test clock
+        maxWaiting: scenario.maxWaiting,
+        shedOnExpectedWait: scenario.shedOnExpectedWait
       })
       const actors: Array<Actor> = []
       let maxEver = scenario.maxSize
+      let maxWaitingEver = scenario.maxWaiting
       let shut = false
 
       const spawn = (kind: "get" | "tryGet") =>
@@ -127,6 +153,8 @@ describe("ConnectionPool properties", () => {
         assert.isAtMost(s.total, maxEver, `${step}: total above every maxSize`)
         if (s.idle > 0) assert.isAtMost(s.total, s.maxSize, `${step}: idle connections above maxSize`)
         assert.isAtLeast(s.waiting, 0)
+        // past maxWaiting, only callers a connect was started for are queued: at most one per connection slot
+        assert.isAtMost(s.waiting, maxWaitingEver + maxEver, `${step}: waiting past maxWaiting`)
         assert.isAtLeast(s.pending, 0)
         // FIFO: no `get` is served while an earlier `get` still waits
         const waiting = actors.filter((a) => a.kind === "get" && a.state === "waiting")
@@ -171,6 +199,13 @@ describe("ConnectionPool properties", () => {
             const minSize = Math.min(cmd.minSize, cmd.maxSize)
             yield* pool.resize({ minSize, maxSize: cmd.maxSize })
             maxEver = Math.max(maxEver, cmd.maxSize)
+            break
+          }
+          case "Reconfigure": {
+            const { _tag, ...changes } = cmd
+            yield* pool.reconfigure({ ...changes, minSize: Math.min(cmd.minSize, cmd.maxSize) })
+            maxEver = Math.max(maxEver, cmd.maxSize)
+            maxWaitingEver = Math.max(maxWaitingEver, cmd.maxWaiting)
             break
           }
           case "Outage":
