@@ -6,8 +6,9 @@
  * when the ban is due, one probe, run by a background fiber rather than by a caller, lifts it. When every server
  * is banned the bans are lifted together rather than failing every caller (`whenAllBanned: "unban"`, pgcat's
  * safety), or callers get a {@link NoHealthyServer} naming each server and its last error (`"fail"`). A borrower
- * whose server fails to connect tries the next usable server within the same `acquireTimeout`; the
- * `ConnectionError` it gets when all fail names every server tried.
+ * whose server fails to connect, or sheds it (`maxWaiting`: `PoolOverloaded`), tries the next usable server within
+ * the same `acquireTimeout`; the `ConnectionError` it gets when all fail names every server tried (a
+ * `PoolOverloaded` when every one shed it or was full).
  *
  * @example
  * ```ts

@@ -271,4 +271,39 @@ describe("MultiPool", () => {
         assert.isTrue((yield* pool.stats).aggregate.closed)
       }))
   })
+
+  describe("overload shedding", () => {
+    it.scoped("a server that sheds the caller (maxWaiting) is passed over for the next; all shedding: PoolOverloaded", () =>
+      Effect.gen(function*() {
+        const drivers = fleet(2)
+        const pool = yield* MultiPool.make({ servers: servers(drivers), maxSizePerServer: 1, maxWaiting: 0 })
+        const release = yield* Deferred.make<void>()
+        const held = yield* Deferred.make<Conn>()
+        // one borrower holds server a's only connection
+        const holder = yield* Effect.fork(
+          pool.withConnection((conn) => Effect.zipRight(Deferred.succeed(held, conn), Deferred.await(release)))
+        )
+        assert.strictEqual(owner(drivers, yield* Deferred.await(held)), 0)
+        // round-robin: the next borrower takes b's; then a caller finds both full, and both shed it
+        const release2 = yield* Deferred.make<void>()
+        const held2 = yield* Deferred.make<Conn>()
+        const holder2 = yield* Effect.fork(
+          pool.withConnection((conn) => Effect.zipRight(Deferred.succeed(held2, conn), Deferred.await(release2)))
+        )
+        assert.strictEqual(owner(drivers, yield* Deferred.await(held2)), 1)
+        const error = yield* Effect.flip(pool.withConnection(() => Effect.void))
+        assert.strictEqual(error._tag, "PoolOverloaded")
+        assert.match(error.message, /^pool "multi" is overloaded: 0 callers waiting, the limit \(maxWaiting\) is 0/)
+        // server b frees up: a caller round-robined to a (which sheds it) fails over to b
+        yield* Deferred.succeed(release2, undefined)
+        yield* Fiber.join(holder2)
+        const owners = []
+        for (let i = 0; i < 2; i++) owners.push(yield* pool.withConnection((conn) => Effect.succeed(owner(drivers, conn))))
+        assert.deepStrictEqual(owners, [1, 1])
+        const s = yield* pool.stats
+        assert.isAtLeast(s.aggregate.overloadFailures, 2)
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(holder)
+      }))
+  })
 })

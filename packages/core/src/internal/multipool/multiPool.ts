@@ -12,7 +12,15 @@ import * as TRef from "effect/TRef"
 import * as ConnectionPool from "../../ConnectionPool.js"
 import type * as MultiPool from "../../MultiPool.js"
 import { NoHealthyServer } from "../../MultiPool.js"
-import { ConnectionError, InvalidConfig, PoolClosed, PoolEmpty, type PoolError, PoolTimeout } from "../../PoolError.js"
+import {
+  ConnectionError,
+  InvalidConfig,
+  PoolClosed,
+  PoolEmpty,
+  type PoolError,
+  PoolOverloaded,
+  PoolTimeout
+} from "../../PoolError.js"
 import * as health from "./health.js"
 import * as selection from "./selection.js"
 import { resolve, type Resolved } from "./options.js"
@@ -92,13 +100,13 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
    */
   private borrow<X, E, R>(
     attempt: Attempt<A, X, E, R>,
-    next: (error: E | Failure) => error is ConnectionError | PoolEmpty
+    next: (error: E | Failure) => error is Skipped
   ): Effect.Effect<X, E | Failure, R> {
     return Effect.suspend(() => {
       if (this.closed) return Effect.fail(new PoolClosed({ pool: this.name }))
       return Effect.gen(this, function*() {
         const start = yield* Clock.currentTimeMillis
-        const tried: Array<readonly [Server<A>, ConnectionError | PoolEmpty]> = []
+        const tried: Array<readonly [Server<A>, Skipped]> = []
         let server = yield* this.first
         for (;;) {
           const remaining = tried.length === 0
@@ -140,11 +148,26 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
     )
   }
 
-  /** Every server tried failed: one error naming each (`PoolEmpty` only when every one was merely full). */
-  private exhausted(tried: ReadonlyArray<readonly [Server<A>, ConnectionError | PoolEmpty]>) {
+  /**
+   * Every server tried failed: one error naming each (`PoolEmpty` only when every one was merely full,
+   * `PoolOverloaded` when every one was full or shed the caller).
+   */
+  private exhausted(tried: ReadonlyArray<readonly [Server<A>, Skipped]>) {
     return Effect.flatMap(this.aggregateStats, (stats): Effect.Effect<never, PoolError> => {
       if (tried.every(([, e]) => e._tag === "PoolEmpty")) return Effect.fail(new PoolEmpty({ pool: this.name, stats }))
-      const each = tried.map(([s, e]) => `${s.name}: ${e._tag === "PoolEmpty" ? "all connections in use" : e.reason}`)
+      const shed = tried.flatMap(([, e]) => e._tag === "PoolOverloaded" ? [e] : [])
+      if (shed.length > 0 && tried.every(([, e]) => e._tag !== "ConnectionError")) {
+        return Effect.fail(
+          new PoolOverloaded({
+            pool: this.name,
+            reason: shed[shed.length - 1]!.reason,
+            waiting: shed.reduce((n, e) => n + e.waiting, 0),
+            maxWaiting: shed.reduce((n, e) => n + e.maxWaiting, 0),
+            stats
+          })
+        )
+      }
+      const each = tried.map(([s, e]) => `${s.name}: ${why(e)}`)
       return Effect.fail(
         new ConnectionError({
           reason: `no server could give a connection (${tried.length} tried): ${each.join("; ")}`,
@@ -205,7 +228,7 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
   }
 
   get get(): Effect.Effect<A, Failure, Scope.Scope> {
-    return this.borrow<A, never, Scope.Scope>(this.scopedFrom("get"), isConnectionError)
+    return this.borrow<A, never, Scope.Scope>(this.scopedFrom("get"), isConnectionErrorOrOverloaded)
   }
 
   get tryGet(): Effect.Effect<A, Failure, Scope.Scope> {
@@ -239,7 +262,7 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
         (conn) => Effect.async<X, E>((resume) => wrapped(conn, resume) ?? undefined)
       ))
     }
-    return this.borrow(attempt, (e): e is ConnectionError => !started && isConnectionError(e))
+    return this.borrow(attempt, (e): e is ConnectionError | PoolOverloaded => !started && isConnectionErrorOrOverloaded(e))
   }
 
   invalidate(conn: A): Effect.Effect<void> {
@@ -310,10 +333,22 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
   }
 }
 
-const isConnectionError = (e: unknown): e is ConnectionError => hasProperty(e, "_tag") && e._tag === "ConnectionError"
-
 const isConnectionErrorOrEmpty = (e: unknown): e is ConnectionError | PoolEmpty =>
   hasProperty(e, "_tag") && (e._tag === "ConnectionError" || e._tag === "PoolEmpty")
+
+/** A server that sheds the caller (overload) is skipped like one that cannot connect. */
+const isConnectionErrorOrOverloaded = (e: unknown): e is ConnectionError | PoolOverloaded =>
+  hasProperty(e, "_tag") && (e._tag === "ConnectionError" || e._tag === "PoolOverloaded")
+
+/** Why a server tried was passed over. */
+type Skipped = ConnectionError | PoolEmpty | PoolOverloaded
+
+const why = (e: Skipped): string =>
+  e._tag === "PoolEmpty"
+    ? "all connections in use"
+    : e._tag === "PoolOverloaded"
+    ? `overloaded (${e.waiting} callers waiting)`
+    : e.reason
 
 const renamed = (index: number, name: string) => (e: InvalidConfig) =>
   new InvalidConfig({ option: `servers[${index}] (${name}).${e.option}`, value: e.value, reason: e.reason })
