@@ -102,6 +102,10 @@ describe("reconfigure", () => {
         "invalid pool option connectBackoffMax = undefined: must not be below connectBackoff"
       )
       assert.strictEqual(yield* reject({ maxWaiting: -2 }), "invalid pool option maxWaiting = -2: must be at least 0")
+      const typo = yield* Effect.flip(pool.reconfigure({ maxsize: 5 } as ConnectionPool.Reconfiguration))
+      assert.strictEqual(typo.message, "invalid pool option maxsize = 5: is not a pool option")
+      const driver = yield* Effect.flip(pool.reconfigure({ driver: t.driver } as ConnectionPool.Reconfiguration))
+      assert.strictEqual(driver.message, "invalid pool option driver = \"<driver>\": cannot change while the pool runs")
       const renamed = yield* Effect.flip(pool.reconfigure({ name: "other" } as ConnectionPool.Reconfiguration))
       assert.strictEqual(renamed.option, "name")
       assert.match(renamed.message, /cannot change while the pool runs/)
@@ -202,6 +206,19 @@ describe("reconfigure", () => {
       yield* b.release
       yield* Deferred.await(c.got)
       yield* c.release
+    }))
+
+  it.scoped("concurrent reconfigures each merge into what the one before left", () =>
+    Effect.gen(function*() {
+      const t = makeDriver()
+      const pool = yield* ConnectionPool.make({ driver: t.driver, maxSize: 2 })
+      yield* Effect.all([
+        pool.reconfigure({ maxSize: 6 }),
+        pool.reconfigure({ minSize: 1 }),
+        pool.reconfigure({ maxWaiting: 3 })
+      ], { concurrency: "unbounded" })
+      const s = yield* pool.stats
+      assert.deepStrictEqual([s.maxSize, s.minSize], [6, 1])
     }))
 
   it.scoped("resize keeps what reconfigure set, and the other way round", () =>

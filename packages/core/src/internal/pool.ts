@@ -72,6 +72,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   config: ConnectionPool.PoolConfig = {}
   /** Completed, and replaced, by `reconfigure`: wakes background fibers asleep on a time from the old options. */
   retimed = Deferred.unsafeMake<void>(FiberId.none)
+  readonly reconfiguring = Effect.unsafeMakeSemaphore(1)
 
   constructor(
     public options: Resolved,
@@ -211,8 +212,7 @@ export const make = <A, R>(
     const creators = yield* FiberSet.make<boolean>()
     const clock = yield* Effect.clock
     const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock)
-    const { driver: _, ...config } = options
-    pool.config = config
+    pool.config = live.poolConfigOf(options, resolved)
     yield* lifecycle.start(pool)
     yield* Effect.logDebug("pool created")
     return pool

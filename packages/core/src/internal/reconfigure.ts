@@ -28,7 +28,25 @@ import { WAITING } from "./waiter.js"
 export const reconfigure = <A>(
   pool: PoolImpl<A>,
   changes: ConnectionPool.Reconfiguration
-): Effect.Effect<void, InvalidConfig> => Effect.suspend(() => replace(pool, { ...pool.config, ...defined(changes) }))
+): Effect.Effect<void, InvalidConfig> =>
+  Effect.suspend(() => {
+    const unknown = Object.keys(changes).find((key) => !(key in pool.options))
+    if (unknown !== undefined) {
+      const value = (changes as Record<string, unknown>)[unknown]
+      const reason = unknown === "driver" ? "cannot change while the pool runs" : "is not a pool option"
+      return Effect.fail(new InvalidConfig({ option: unknown, value: unknown === "driver" ? "<driver>" : value, reason }))
+    }
+    return pool.reconfiguring.withPermits(1)(
+      Effect.suspend(() => replace(pool, { ...pool.config, ...defined(changes) }, false))
+    )
+  })
+
+/** The pool options among `options` (a driver's own, like a URL or a password, are not kept). @internal */
+export const poolConfigOf = (options: object, resolved: Resolved): ConnectionPool.PoolConfig => {
+  const config: Record<string, unknown> = {}
+  for (const key of Object.keys(resolved)) if (key in options) config[key] = (options as Record<string, unknown>)[key]
+  return config
+}
 
 /**
  * Makes `config` the pool's whole config (as `layerConfig`'s reload re-reads it): options it leaves out go back to
@@ -36,13 +54,19 @@ export const reconfigure = <A>(
  *
  * @internal
  */
-export const replace = <A>(pool: PoolImpl<A>, config: ConnectionPool.PoolConfig): Effect.Effect<void, InvalidConfig> =>
+export const replace = <A>(
+  pool: PoolImpl<A>,
+  config: ConnectionPool.PoolConfig,
+  lock = true
+): Effect.Effect<void, InvalidConfig> =>
   Effect.suspend(() => {
     const name = config.name ?? "default"
     if (name !== pool.name) {
       return Effect.fail(new InvalidConfig({ option: "name", value: config.name, reason: cannotRename(pool) }))
     }
-    return Effect.flatMap(resolve(config), (next) => apply(pool, config, next))
+    const applied = Effect.flatMap(resolve(config), (next) => apply(pool, poolConfigOf(config, next), next))
+    // one at a time, so that each merges into the config the one before it left
+    return lock ? pool.reconfiguring.withPermits(1)(applied) : applied
   })
 
 const cannotRename = <A>(pool: PoolImpl<A>) =>
