@@ -118,8 +118,11 @@ const measure = (subject: Subject, filename: string, workload: Workload, ms: num
     gc()
     counting = true
     const began = performance.now()
+    const cpu = process.cpuUsage()
     yield* run(ms)
-    return done / ((performance.now() - began) / 1000)
+    const { system, user } = process.cpuUsage(cpu)
+    // per CPU-second of the whole process (worker threads included): what the machine's other load cannot skew
+    return { wall: done / ((performance.now() - began) / 1000), cpu: done / ((user + system) / 1e6) }
   }).pipe(Effect.provide(subject.layer(filename)))
 
 export const main = async (): Promise<void> => {
@@ -154,30 +157,41 @@ export const main = async (): Promise<void> => {
     console.log("")
     const runs = new Map<string, Array<number>>()
     const ratios = new Map<string, Array<number>>()
+    const cpuRuns = new Map<string, Array<number>>()
+    const cpuRatios = new Map<string, Array<number>>()
+    const push = (m: Map<string, Array<number>>, k: string, x: number) => m.set(k, [...(m.get(k) ?? []), x])
     const key = (s: Subject, w: Workload) => `${s.name}|${w}`
     for (let r = 0; r < rounds; r++) {
       for (const workload of workloads) {
-        const round = new Map<Subject, number>()
+        const round = new Map<Subject, { wall: number; cpu: number }>()
         for (const s of rotate(subjects, r)) {
           progress(`round ${r + 1}/${rounds}: ${workload}: ${s.name}`)
-          const perSecond = await Effect.runPromise(measure(s, filename, workload, seconds * 1000))
-          round.set(s, perSecond)
-          runs.set(key(s, workload), [...(runs.get(key(s, workload)) ?? []), perSecond])
+          const result = await Effect.runPromise(measure(s, filename, workload, seconds * 1000))
+          round.set(s, result)
+          push(runs, key(s, workload), result.wall)
+          push(cpuRuns, key(s, workload), result.cpu)
         }
         const base = round.get(subjects[0])!
-        for (const [s, perSecond] of round) {
-          ratios.set(key(s, workload), [...(ratios.get(key(s, workload)) ?? []), perSecond / base])
+        for (const [s, result] of round) {
+          push(ratios, key(s, workload), result.wall / base.wall)
+          push(cpuRatios, key(s, workload), result.cpu / base.cpu)
         }
       }
     }
-    console.log(`| client | ${workloads.map((w) => `${w}: statements/s | ${w}: × SqliteClient`).join(" | ")} |`)
-    console.log(`|---|${workloads.map(() => "---:|---:").join("|")}|`)
-    for (const s of subjects) {
-      const cell = (w: Workload) =>
-        `${rate(median(runs.get(key(s, w))!))} | ${times(median(ratios.get(key(s, w))!), 2)}`
-      console.log(`| ${s.name} | ${workloads.map(cell).join(" | ")} |`)
+    const table = (unit: string, values: Map<string, Array<number>>, ratios: Map<string, Array<number>>) => {
+      console.log(`| client | ${workloads.map((w) => `${w}: ${unit} | ${w}: × SqliteClient`).join(" | ")} |`)
+      console.log(`|---|${workloads.map(() => "---:|---:").join("|")}|`)
+      for (const s of subjects) {
+        const cell = (w: Workload) =>
+          `${rate(median(values.get(key(s, w))!))} | ${times(median(ratios.get(key(s, w))!), 2)}`
+        console.log(`| ${s.name} | ${workloads.map(cell).join(" | ")} |`)
+      }
+      console.log("")
     }
+    table("statements/s", runs, ratios)
+    console.log("Per CPU-second of the process (all its threads), which other load on the machine does not skew:")
     console.log("")
+    table("statements/CPU-s", cpuRuns, cpuRatios)
     const spread = (w: Workload, s: Subject) => {
       const xs = ratios.get(key(s, w))!
       return `${times(Math.min(...xs), 2)}–${times(Math.max(...xs), 2)}`
