@@ -9,7 +9,7 @@ import { PoolClosed, PoolEmpty, type PoolError } from "../PoolError.js"
 import { breakerError, destroyed, failStranded, spawn } from "./connections.js"
 import type { PoolImpl } from "./pool.js"
 import { Entry, limitOf, patched, type State } from "./state.js"
-import { modify, noTags, stats } from "./stats.js"
+import { modify, noTags, publishing, stats, transact } from "./stats.js"
 import * as T from "./transitions.js"
 import { Waiter } from "./waiter.js"
 
@@ -28,34 +28,38 @@ export const newWaiter = <A>(pool: PoolImpl<A>, queued: boolean, spawned: boolea
 
 /** The acquire transaction: an idle connection, else a place in the queue (and a connect started if room). @internal */
 export const makeTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
-  commitTraced(pool, modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+  committedTraced(pool, (s): readonly [T.Take<A>, State<A>] => {
     if (s.closed) return [T.closedTake, s]
     if (s.idleCount > 0) return T.takeIdle(s)
     // breaker open and nothing open to wait for: fail at once rather than queue for a connect that will not come
     if (s.breaker !== undefined && s.total === 0) return [T.breakerTake, s]
     return T.enqueue(s, newWaiter(pool, true, false), pool.traced)
-  }))
+  })
 
 /** `tryGet`'s transaction: never queues; opens a connection for itself when there is room. @internal */
 export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
-  commitTraced(pool, modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+  committedTraced(pool, (s): readonly [T.Take<A>, State<A>] => {
     if (s.closed) return [T.closedTake, s]
     if (s.idleCount > 0) return T.takeIdle(s)
     if (s.breaker !== undefined) return [T.breakerTake, s]
     if (s.total + s.pending >= limitOf(s)) return [T.emptyTake, s]
     return T.reserveFor(s, newWaiter(pool, false, true), pool.traced)
-  }))
+  })
 
 /**
- * Commits an acquire transaction, first noting in `traced` whether the caller runs under a span: read from the
- * transaction's own context, which is cheaper than asking the fiber for it again afterwards. `traced` is written
- * and read within one synchronous run of the transaction.
+ * Commits an acquire transition (`PoolImpl.commit`), first noting in `traced` whether the caller runs under a
+ * span, read from the fiber's context. `traced` is written and read within one synchronous step.
  */
-const commitTraced = <A, X>(pool: PoolImpl<A>, tx: STM.STM<X>): Effect.Effect<X> =>
-  STM.commit(STM.flatMap(STM.context<never>(), (context) => {
-    pool.traced = context.unsafeMap.has(Tracer.ParentSpan.key)
-    return tx
-  }))
+const committedTraced = <A, X>(
+  pool: PoolImpl<A>,
+  take: (s: State<A>) => readonly [X, State<A>]
+): Effect.Effect<X> => {
+  const tx = publishing(pool, take)
+  return Effect.withFiberRuntime((fiber) => {
+    pool.traced = fiber.currentContext.unsafeMap.has(Tracer.ParentSpan.key)
+    return Exit.succeed(pool.commit(tx))
+  })
+}
 
 /**
  * Acquires a connection and continues with `k`: the continuation is passed in rather than chained, so that a
@@ -284,16 +288,26 @@ export const release = <A, X = void, E = never>(
   then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
 ): Effect.Effect<X, E> => {
   if (entry.closed) return then // closed by force at the shutdown deadline
+  return checkIn(pool, entry, returned(pool, entry, failure), then)
+}
+
+/**
+ * What every release does before its transaction: the use time is recorded, and a connection whose user was
+ * interrupted or died mid-use (its state unknown), or that the driver vetoes, is marked for closing. Returns now.
+ *
+ * @internal
+ */
+export const returned = <A>(pool: PoolImpl<A>, entry: Entry<A>, failure: Cause.Cause<unknown> | undefined): number => {
   const now = pool.now()
   pool.metrics.useTime.unsafeUpdate((now - entry.borrowedAt) / 1000, noTags)
   if (failure !== undefined && (Cause.isInterrupted(failure) || Cause.isDie(failure))) {
-    entry.invalid = true // its user was interrupted or died mid-use: its state is unknown
+    entry.invalid = true
   } else if (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn)) {
     entry.invalid = true
   }
   entry.idleSince = now
   entry.checkedAt = now
-  return checkIn(pool, entry, now, then)
+  return now
 }
 
 /**
@@ -308,9 +322,13 @@ export const checkIn = <A, X = void, E = never>(
   now = pool.now(),
   then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
 ): Effect.Effect<X, E> => {
+  return Effect.suspend(() => handOn(pool, entry, checkInNow(pool, entry, now), now, then))
+}
+
+/** The release transaction itself (see `checkIn`), committed at once. @internal */
+export const checkInNow = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): T.Placed<A> => {
   const expired = now >= entry.expiresAt
-  const tx = modify(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
-  return Effect.flatMap(STM.commit(tx), (placed) => handOn(pool, entry, placed, now, then))
+  return transact(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
 }
 
 /**
@@ -334,18 +352,41 @@ const handOn = <A, X, E>(
   now: number,
   then: Effect.Effect<X, E>
 ): Effect.Effect<X, E> => {
-  if (placed instanceof Waiter) {
-    const job = placed.job
-    if (job === undefined) {
-      placed.complete(Exit.succeed(borrowed(pool, entry, now, placed.start)))
-      return then
-    }
-    if (job.abandoned) return checkIn(pool, entry, now, then)
-    borrowed(pool, entry, now, placed.start)
-    job.run(entry)
-    return then
-  }
+  if (placed instanceof Waiter) return give(pool, entry, placed, now) ? then : checkIn(pool, entry, now, then)
   if (placed._tag === "Idle") return then
+  return closePlaced(pool, entry, placed, then)
+}
+
+/**
+ * Hands `entry` to the waiter a transaction took for it: the waiter's fiber is resumed with it, or its job starts
+ * on it right here. False when the job's caller left before it could start: the connection must go back in.
+ *
+ * @internal
+ */
+export const give = <A>(pool: PoolImpl<A>, entry: Entry<A>, waiter: Waiter<A>, now: number): boolean => {
+  const job = waiter.job
+  if (job === undefined) {
+    waiter.complete(Exit.succeed(borrowed(pool, entry, now, waiter.start)))
+    return true
+  }
+  if (job.abandoned) return false
+  borrowed(pool, entry, now, waiter.start)
+  job.run(entry)
+  return true
+}
+
+/**
+ * A transaction decided to close `entry`: the connects it asked for start, a `tryGet` it orphaned and the waiters
+ * it stranded are failed, and the connection is closed; then `then`.
+ *
+ * @internal
+ */
+export const closePlaced = <A, X, E>(
+  pool: PoolImpl<A>,
+  entry: Entry<A>,
+  placed: T.Closing<A>,
+  then: Effect.Effect<X, E>
+): Effect.Effect<X, E> => {
   const started = spawn(pool, placed.spawn, undefined)
   const destroy = Effect.zipRight(
     placed.orphan === undefined ? started : Effect.zipRight(orphaned(pool, placed.orphan), started),
