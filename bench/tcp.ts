@@ -389,7 +389,7 @@ export const main = async (): Promise<void> => {
     floor: [] as Array<number>,
     floorStm: [] as Array<number>
   }
-  const cpu = new Map<string, Array<number>>()
+  const all = new Map<string, Array<Result>>()
   const problems: Array<string> = []
   try {
     for (let r = 0; r < rounds; r++) {
@@ -399,7 +399,7 @@ export const main = async (): Promise<void> => {
         progress(`round ${r + 1}: ${subject.name}`)
         const result = await measure(subject, seconds)
         results.set(subject.name, result)
-        cpu.set(subject.name, [...(cpu.get(subject.name) ?? []), result.cpu])
+        all.set(subject.name, [...(all.get(subject.name) ?? []), result])
         if (result.wrong > 0) problems.push(`${subject.name}: ${result.wrong} wrong replies in round ${r + 1}`)
       }
       console.log("")
@@ -436,10 +436,18 @@ export const main = async (): Promise<void> => {
       `(rounds: ${list(ratios.floor)}); with 2 STM commits ${times(median(ratios.floorStm), 2)} ` +
       `(rounds: ${list(ratios.floorStm)})`
   )
-  console.log(
-    `- CPU µs per request: ` +
-      Array.from(cpu, ([name, xs]) => `${name} ${median(xs).toFixed(1)}`).join(", ")
-  )
+  console.log("")
+  console.log(`## Each subject's medians over the ${rounds} rounds`)
+  console.log("| subject | req/s | min–max | p50 ms | p99 ms | CPU µs/req |")
+  console.log("|---|--:|--:|--:|--:|--:|")
+  for (const [name, results] of all) {
+    const of = (f: (r: Result) => number) => results.map(f)
+    const rps = of((r) => r.rps)
+    console.log(
+      `| ${name} | ${rate(median(rps))} | ${rate(Math.min(...rps))}–${rate(Math.max(...rps))} | ` +
+        `${ms(median(of((r) => r.p50)))} | ${ms(median(of((r) => r.p99)))} | ${median(of((r) => r.cpu)).toFixed(1)} |`
+    )
+  }
   const targets: ReadonlyArray<Target> = [
     { name: "HTTP ≥ 1.0× http.Agent", value: times(median(ratios.agent), 2), met: median(ratios.agent) >= 1 },
     { name: "HTTP ≥ 0.7× undici Pool", value: times(median(ratios.undici), 2), met: median(ratios.undici) >= 0.7 },
