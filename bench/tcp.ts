@@ -15,7 +15,8 @@
  * fewest / most requests any one caller completed, and the bench process's CPU time (user + system, every thread)
  * per request: the servers run in processes of their own, so that is the client side's cost, which a loaded
  * machine disturbs far less than it disturbs requests/s. Then the ratios of each round, and their medians.
- * `TCP_SECONDS` (default 3) per run, `TCP_ROUNDS` (default 3), the subjects' order rotated each round.
+ * `TCP_SECONDS` (default 3) per run, `TCP_ROUNDS` (default 3), the subjects' order rotated each round, after one
+ * unmeasured warm-up pass over every subject.
  */
 import { Effect, Exit, Runtime, Scope, STM, TRef } from "effect"
 import genericPool from "generic-pool"
@@ -316,6 +317,19 @@ interface Result {
   readonly cpu: number
 }
 
+/** Every subject once, unmeasured, so that round 1's first subject does not pay alone for compiling the code. */
+const warmUp = async (subjects: ReadonlyArray<Subject>): Promise<void> => {
+  for (const subject of subjects) {
+    progress(`warm-up: ${subject.name}`)
+    const client = await subject.open()
+    try {
+      await client.run(new Tally(performance.now() + WARMUP_MS))
+    } finally {
+      await client.close()
+    }
+  }
+}
+
 const measure = async (subject: Subject, seconds: number): Promise<Result> => {
   const client = await subject.open()
   try {
@@ -392,6 +406,7 @@ export const main = async (): Promise<void> => {
   const all = new Map<string, Array<Result>>()
   const problems: Array<string> = []
   try {
+    await warmUp([...httpSubjects(httpServer.port), ...redisSubjects(redisServer.port)])
     for (let r = 0; r < rounds; r++) {
       const results = new Map<string, Result>()
       const subjects = [...rotate(httpSubjects(httpServer.port), r), ...rotate(redisSubjects(redisServer.port), r)]
