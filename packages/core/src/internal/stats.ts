@@ -27,20 +27,41 @@ export class Counters {
   waitMaxMs = 0
 }
 
-/** Every state change goes through here: one `TRef.modify`, gauges published from the new state. @internal */
+/**
+ * Every state change goes through here or `transact`: one `TRef.modify`, gauges published from the new state.
+ *
+ * @internal
+ */
 export const modify = <A, B>(pool: PoolImpl<A>, f: (s: State<A>) => readonly [B, State<A>]): STM.STM<B> =>
-  TRef.modify(pool.state, (s) => {
-    const result = f(s)
-    const next = result[1]
-    const metrics = pool.metrics
-    if (next.idleCount !== s.idleCount || next.total !== s.total) {
-      metrics.used.unsafeUpdate(next.total - next.idleCount, noTags)
-      metrics.idle.unsafeUpdate(next.idleCount, noTags)
-    }
-    if (next.waiting !== s.waiting) metrics.pendingRequests.unsafeUpdate(next.waiting, noTags)
-    if (next.breaker !== s.breaker) metrics.breakerOpen.unsafeUpdate(next.breaker === undefined ? 0 : 1, noTags)
-    return result
-  })
+  TRef.modify(pool.state, (s) => published(pool, s, f(s)))
+
+/**
+ * The hot path's form of `modify`: the same transition and gauges, committed at once and synchronously
+ * (`PoolImpl.commit`). For a transition that is its own transaction: acquire, release, a waiter leaving.
+ *
+ * @internal
+ */
+export const transact = <A, B>(pool: PoolImpl<A>, f: (s: State<A>) => readonly [B, State<A>]): B =>
+  pool.commit(publishing(pool, f))
+
+/** A transition that publishes the gauges: built once for a transaction the pool commits over and over. @internal */
+export const publishing = <A, B>(
+  pool: PoolImpl<A>,
+  f: (s: State<A>) => readonly [B, State<A>]
+): (s: State<A>) => readonly [B, State<A>] =>
+(s) => published(pool, s, f(s))
+
+const published = <A, B>(pool: PoolImpl<A>, s: State<A>, result: readonly [B, State<A>]) => {
+  const next = result[1]
+  const metrics = pool.metrics
+  if (next.idleCount !== s.idleCount || next.total !== s.total) {
+    metrics.used.unsafeUpdate(next.total - next.idleCount, noTags)
+    metrics.idle.unsafeUpdate(next.idleCount, noTags)
+  }
+  if (next.waiting !== s.waiting) metrics.pendingRequests.unsafeUpdate(next.waiting, noTags)
+  if (next.breaker !== s.breaker) metrics.breakerOpen.unsafeUpdate(next.breaker === undefined ? 0 : 1, noTags)
+  return result
+}
 
 /** Publishes the configured sizes, at creation and after a resize. @internal */
 export const publishLimits = <A>(pool: PoolImpl<A>): void => {
