@@ -8,8 +8,8 @@
  *   runtime, no pool features, over the generic-pool subject's sockets: a fair handoff with its state in plain
  *   fields, one `Effect.async` per request and the next request written from the reply's callback (what one
  *   Effect borrow and one fiber wake cost against a Promise); and the same with one `STM.commit` per acquire and
- *   one per release, the release committed inside the reply's callback through a `Runtime` (the core's design:
- *   state in STM, one transaction per acquire and per release).
+ *   one per release, the release committed inside the reply's callback through a `Runtime` (state in STM, one
+ *   transaction per acquire and per release, through the STM driver).
  *
  * Reported per subject: requests/s, latency p50 / p99 (from asking for a connection to having the reply), the
  * fewest / most requests any one caller completed, and the bench process's CPU time (user + system, every thread)
@@ -239,7 +239,8 @@ class PingSocket {
  * The floor of a strict-FIFO pool on effect's runtime for this exchange: plain fields, one `Effect.async` per
  * request, the socket handed to the oldest waiter inside the reply's callback, its PING written there. With
  * `stm`, a counter in a `TRef` is also updated in one `STM.commit` per acquire (in the caller's fiber) and one per
- * release (inside the callback, through a `Runtime`), as the core commits its state; nothing else changes.
+ * release (inside the callback, through a `Runtime`): state in STM committed through the STM driver (the core
+ * commits its hot-path transitions without the journal); nothing else changes.
  */
 const floorClient = async (port: number, stm: boolean): Promise<Client> => {
   type Resume = (reply: Effect.Effect<boolean>) => void
