@@ -27,9 +27,25 @@ export interface Owner {
   lost(conn: ConnectionImpl, error: SocketError): void
 }
 
-/** A chunk as a `Buffer`: a socket's chunks already are one; bytes given to `unread` may not be. @internal */
-export const asBuffer = (chunk: Uint8Array): Buffer =>
+/** A chunk as a `Buffer`: a socket's chunks already are one; bytes given to `unread` may not be. */
+const asBuffer = (chunk: Uint8Array): Buffer =>
   Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)
+
+/** `read` until `parse` finds a whole reply; the rest goes back to the buffer. @internal */
+export const readParsed = <X>(
+  conn: Connection.Connection,
+  parse: (data: Buffer) => readonly [reply: X, consumed: number] | undefined
+): Effect.Effect<X, SocketError> => {
+  const loop = (buffer: Buffer | undefined): Effect.Effect<X, SocketError> =>
+    Effect.flatMap(conn.read, (chunk) => {
+      const data = buffer === undefined ? asBuffer(chunk) : Buffer.concat([buffer, chunk])
+      const parsed = parse(data)
+      if (parsed === undefined) return loop(data)
+      if (parsed[1] < data.length) conn.unread(data.subarray(parsed[1]))
+      return Effect.succeed(parsed[0])
+    })
+  return loop(undefined)
+}
 
 /**
  * One socket and what the pool knows of it. Incoming data is buffered in arrival order; a reader waiting for it

@@ -19,7 +19,7 @@ import type * as Endpoint from "../Endpoint.js"
 import * as TcpPool from "../TcpPool.js"
 import { ConnectionFailed, type InvalidEndpoint, type SocketError, type TcpPoolError } from "../TcpError.js"
 import { systemResolver } from "./connect.js"
-import { asBuffer, type ConnectionImpl } from "./connection.js"
+import { type ConnectionImpl, readParsed } from "./connection.js"
 import { decode } from "./endpoint.js"
 import { EndpointState, type Shared } from "./endpointPool.js"
 import { Limiter } from "./limiter.js"
@@ -30,22 +30,6 @@ export const TypeId: TcpPool.TypeId = Symbol.for("@connection-pool/tcp/TcpPool")
 
 /** @internal */
 export const isTcpPool = (u: unknown): u is TcpPool.TcpPool => hasProperty(u, TypeId)
-
-/** `read` until `parse` finds a whole reply; the rest goes back to the buffer. */
-const readParsed = <X>(
-  conn: Connection.Connection,
-  parse: (data: Buffer) => readonly [reply: X, consumed: number] | undefined
-): Effect.Effect<X, SocketError> => {
-  const loop = (buffer: Buffer | undefined): Effect.Effect<X, SocketError> =>
-    Effect.flatMap(conn.read, (chunk) => {
-      const data = buffer === undefined ? asBuffer(chunk) : Buffer.concat([buffer, chunk])
-      const parsed = parse(data)
-      if (parsed === undefined) return loop(data)
-      if (parsed[1] < data.length) conn.unread(data.subarray(parsed[1]))
-      return Effect.succeed(parsed[0])
-    })
-  return loop(undefined)
-}
 
 /** Ended in a value or a typed failure: the connection's state is known, so `onRelease` may look at it. */
 const cleanly = (exit: Exit.Exit<unknown, unknown>): boolean =>
