@@ -8,13 +8,13 @@ import type * as Scope from "effect/Scope"
 import type { Connection } from "./connection.js"
 
 // On the main thread a read runs synchronously: it holds its connection across no scheduling point, so one borrow
-// can serve every read that runs before the fibers running them next yield to effect's scheduler. A lease is that
-// borrow. A fiber of the client's own, the lessor, takes it with `withConnectionCallback`: the reader is lent from
-// the moment the pool hands it over until the lessor, woken once the microtasks queued meanwhile have run (effect's
-// scheduler runs fibers from the microtask queue), gives it back. The pool sees one borrow per lease: its limits,
-// FIFO handoff to other borrowers, validation, lifetime and stats all apply, `acquired` counting leases rather
-// than reads, and a borrower waiting there waits for the end of a scheduler turn rather than of one statement.
-// (That is why the writer is not lent this way: a transaction waiting for it would wait a whole turn of writes.)
+// can serve every read that runs while the fibers scheduled with it have their turn. A lease is that borrow. A
+// fiber of the client's own, the lessor, takes it with `withConnection`, lends the reader, yields to effect's
+// scheduler (every fiber scheduled before it runs first), and when it runs again stops lending and gives the
+// reader back. The pool sees one borrow per lease: its limits, FIFO handoff to other borrowers, validation,
+// lifetime and stats all apply, `acquired` counting leases rather than reads, and a borrower waiting there waits
+// for the end of a scheduler turn rather than of one statement. (That is why the writer is not lent this way: a
+// transaction waiting for it would wait a whole turn of writes.)
 //
 // A read that finds no lease waits for one, on the lessor rather than in the pool's queue, so nobody queues for a
 // reader that is lent already. The lessor takes the next lease right after giving one back if the last one was
@@ -72,13 +72,21 @@ export class Lessor {
     for (const resume of waiters) resume(exit)
   }
 
-  /** One lease: lent when handed over, given back after the microtasks queued by then. */
+  /**
+   * One lease: lent once the pool hands the reader over, until the lessor, having yielded to the fibers scheduled
+   * meanwhile (those it woke among them), runs again; cleared before the reader goes back.
+   */
   private readonly lease: Effect.Effect<void, PoolError> = Effect.suspend(() =>
-    this.pool.withConnectionCallback<void, never>((conn, done) => {
+    this.pool.withConnection((conn) => {
       this.lent = conn
       this.used = false
       this.wakeAll(Exit.void)
-      queueMicrotask(() => done(Exit.void))
+      return Effect.zipRight(
+        Effect.yieldNow(),
+        Effect.sync(() => {
+          this.lent = undefined
+        })
+      )
     })
   )
 
