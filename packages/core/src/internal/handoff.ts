@@ -1,12 +1,15 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
 import * as STM from "effect/STM"
 import * as TQueue from "effect/TQueue"
 import * as Tracer from "effect/Tracer"
 import * as TRef from "effect/TRef"
 import { PoolClosed, PoolEmpty, type PoolError } from "../PoolError.js"
 import { breakerError, destroyed, failStranded, spawn } from "./connections.js"
+import { type Budget, budgetFrom, budgetOf, expireAt, failTimedOut, OUT_OF_TIME, validateWithin } from "./deadline.js"
 import type { PoolImpl } from "./pool.js"
 import { Entry, limitOf, patched, type State } from "./state.js"
 import { modify, noTags, stats } from "./stats.js"
@@ -76,26 +79,81 @@ export const acquire = <A, X, E, R>(
     if (take instanceof Entry) {
       const now = pool.now()
       if (servable(pool, take, now)) return k(borrowed(pool, take, now, undefined)) // the hot path
-      const retry = acquire(pool, restore, neverWait, succeedEntry)
-      return Effect.flatMap(checkout(pool, restore, take, pool.clock.unsafeCurrentTimeNanos(), retry), k)
+      return Effect.flatMap(checkout(pool, restore, neverWait, take, budgetFrom(pool, now)), k)
     }
     if (take instanceof Waiter) {
       if (onWait !== undefined && !validatesHandoffs(pool)) return onWait(take)
-      const wait = waitFor(pool, take, awaitWaiter(pool, restore, take)) // borrowed counted by the giver
-      const handed = take.traced ? span(pool, wait) : wait
-      if (!validatesHandoffs(pool)) return Effect.flatMap(handed, k)
-      return Effect.flatMap(Effect.flatMap(handed, (entry) => revalidate(pool, restore, take, entry)), k)
+      return Effect.flatMap(waitAs(pool, restore, take), k) // borrowed counted by the giver
     }
-    switch (take._tag) {
-      case "Closed":
-        return Effect.fail(new PoolClosed({ pool: pool.name }))
-      case "Breaker":
-        return Effect.flatMap(STM.commit(TRef.get(pool.state)), (s) => Effect.fail(breakerError(pool, s)))
-      case "Empty":
-        pool.counters.emptyFailures++
-        return Effect.flatMap(pool.stats, (stats) => Effect.fail(new PoolEmpty({ pool: pool.name, stats })))
-    }
+    return refused(pool, take)
   })
+
+/** A caller that waits for a release or an arrival; then, under `validationBypass: 0`, the check of what it got. */
+const waitAs = <A>(pool: PoolImpl<A>, restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> => {
+  // the sweeper watches the queue in arrival order: a tryGet's waiter, and one put back at its head, time themselves
+  const own = !waiter.queued || waiter.budget !== undefined
+  const wait = waitFor(pool, waiter, own ? awaitBy(pool, restore, waiter) : awaitWaiter(pool, restore, waiter))
+  const handed = waiter.traced ? span(pool, wait) : wait
+  if (!validatesHandoffs(pool)) return handed
+  return Effect.flatMap(handed, (entry) => revalidate(pool, restore, waiter, entry))
+}
+
+/** Why an acquire got neither a connection nor a place in the queue. */
+const refused = <A>(pool: PoolImpl<A>, take: Exclude<T.Take<A>, Entry<A> | Waiter<A>>): Effect.Effect<never, PoolError> => {
+  switch (take._tag) {
+    case "Closed":
+      return Effect.fail(new PoolClosed({ pool: pool.name }))
+    case "Breaker":
+      return Effect.flatMap(STM.commit(TRef.get(pool.state)), (s) => Effect.fail(breakerError(pool, s)))
+    case "Empty":
+      pool.counters.emptyFailures++
+      return Effect.flatMap(pool.stats, (stats) => Effect.fail(new PoolEmpty({ pool: pool.name, stats })))
+  }
+}
+
+/**
+ * An acquire tried again after a connection it was about to get turned out broken, within the same deadline: an
+ * idle connection, else the head of the queue (it is older than every waiter there: it found an idle connection,
+ * so none was waiting then).
+ */
+const reacquire = <A>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  neverWait: boolean,
+  budget: Budget
+): Effect.Effect<Entry<A>, PoolError> =>
+  Effect.suspend(() => {
+    budget.queuedAt = pool.now()
+    const tx = modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+      if (s.closed) return [T.closedTake, s]
+      if (s.idleCount > 0) return T.takeIdle(s)
+      const waiter = new Waiter<A>(budget.since, budget.start, budget.deadline, !neverWait, neverWait)
+      waiter.budget = budget
+      if (neverWait) {
+        if (s.breaker !== undefined) return [T.breakerTake, s]
+        if (s.total + s.pending >= limitOf(s)) return [T.emptyTake, s]
+        return T.reserveFor(s, waiter, pool.traced)
+      }
+      if (s.breaker !== undefined && s.total === 0) return [T.breakerTake, s]
+      return T.queueFirst(s, waiter, pool.traced)
+    })
+    return Effect.flatMap(commitTraced(pool, tx), (take): Effect.Effect<Entry<A>, PoolError> => {
+      if (take instanceof Entry) {
+        const now = pool.now()
+        if (servable(pool, take, now)) return Effect.succeed(borrowed(pool, take, now, budget.start))
+        return checkout(pool, restore, neverWait, take, budget)
+      }
+      if (take instanceof Waiter) return waitAs(pool, restore, take)
+      return refused(pool, take)
+    })
+  })
+
+/** Waits with a timer of its own at the waiter's deadline, in the pool's fiber set. */
+const awaitBy = <A>(pool: PoolImpl<A>, restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> =>
+  Effect.flatMap(
+    FiberSet.run(pool.creators, Effect.interruptible(expireAt(pool, waiter))),
+    (timer) => Effect.ensuring(awaitWaiter(pool, restore, waiter), Fiber.interruptFork(timer))
+  )
 
 /** Around a wait: the connects it asked for start, and the sweeper wakes if the queue was empty. @internal */
 export const waitFor = <A, X, E>(
@@ -151,24 +209,28 @@ const unborrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>): void => {
 
 /**
  * An idle connection goes out unless it expired, the driver knows it is broken, or it sat idle past the bypass
- * window and fails validation; then it is closed and `retry` (a whole new acquire, counted on its own) runs.
+ * window and fails validation; then it is closed and the acquire tries again (`reacquire`) within its deadline.
+ * A validation still running at the deadline is cut short, its connection closed (its state is unknown).
  */
 const checkout = <A>(
   pool: PoolImpl<A>,
   restore: Restore,
+  neverWait: boolean,
   entry: Entry<A>,
-  start: bigint,
-  retry: Effect.Effect<Entry<A>, PoolError>
+  budget: Budget
 ): Effect.Effect<Entry<A>, PoolError> => {
-  if (pool.now() >= entry.expiresAt || (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn))) {
-    return Effect.zipRight(retire(pool, entry), retry)
+  const now = pool.now()
+  if (now >= entry.expiresAt || (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn))) {
+    return Effect.zipRight(retire(pool, entry), reacquire(pool, restore, neverWait, budget))
   }
-  if (pool.driver.validate === undefined) return Effect.succeed(borrowed(pool, entry, pool.now(), start))
-  return Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
+  if (pool.driver.validate === undefined) return Effect.succeed(borrowed(pool, entry, now, budget.start))
+  if (now >= budget.deadline) return Effect.zipRight(checkIn(pool, entry), failTimedOut(pool, budget, "validating"))
+  return Effect.flatMap(Effect.exit(restore(validateWithin(pool, entry, budget))), (exit) => {
     if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
-    if (!exit.value) return Effect.zipRight(retire(pool, entry), retry)
+    if (exit.value === OUT_OF_TIME) return Effect.zipRight(retire(pool, entry), failTimedOut(pool, budget, "validating"))
+    if (!exit.value) return Effect.zipRight(retire(pool, entry), reacquire(pool, restore, neverWait, budget))
     entry.checkedAt = pool.now()
-    return Effect.succeed(borrowed(pool, entry, entry.checkedAt, start))
+    return Effect.succeed(borrowed(pool, entry, entry.checkedAt, budget.start))
   })
 }
 
@@ -182,8 +244,9 @@ export const validatesHandoffs = <A>(pool: PoolImpl<A>): boolean =>
   pool.options.validationBypass === 0 && pool.driver.validate !== undefined
 
 /**
- * Validates a connection a giver handed this caller (and already counted as its borrow). A broken one is closed
- * and `retry` runs; either way the giver's count is taken back.
+ * Validates a connection a giver handed this caller (and already counted as its borrow), within the caller's
+ * deadline. A broken one is closed and the caller waits again at the head of the queue; either way the giver's
+ * count is taken back.
  */
 const revalidate = <A>(
   pool: PoolImpl<A>,
@@ -192,23 +255,30 @@ const revalidate = <A>(
   entry: Entry<A>
 ): Effect.Effect<Entry<A>, PoolError> => {
   if (entry.uses <= 1) return Effect.succeed(entry) // opened for this caller: the connect just proved it
-  return Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
-    if (Exit.isSuccess(exit) && exit.value) {
+  const budget = budgetOf(waited)
+  if (pool.now() >= budget.deadline) {
+    unborrowed(pool, entry)
+    return Effect.zipRight(checkIn(pool, entry), failTimedOut(pool, budget, "validating"))
+  }
+  return Effect.flatMap(Effect.exit(restore(validateWithin(pool, entry, budget))), (exit) => {
+    if (Exit.isSuccess(exit) && exit.value === true) {
       entry.checkedAt = pool.now()
       return Effect.succeed(entry)
     }
     unborrowed(pool, entry)
     if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
+    if (exit.value === OUT_OF_TIME) return Effect.zipRight(retire(pool, entry), failTimedOut(pool, budget, "validating"))
     // broken: closed, and the caller keeps its place at the head of the queue and its deadline
     entry.invalid = true
+    budget.queuedAt = pool.now()
     const again = new Waiter<A>(waited.since, waited.start, waited.deadline, true, false)
+    again.budget = budget
     const tx = modify(pool, (s): readonly [Waiter<A> | undefined, State<A>] =>
       s.closed ? [undefined, patched(s, { total: s.total - 1 })] : T.requeueFirst(s, again))
     return Effect.flatMap(STM.commit(tx), (queued) => {
       const closing = destroyed(pool, entry)
       if (queued === undefined) return Effect.zipRight(closing, Effect.fail(new PoolClosed({ pool: pool.name })))
-      const wait = waitFor(pool, queued, awaitWaiter(pool, restore, queued))
-      return Effect.zipRight(closing, Effect.flatMap(wait, (next) => revalidate(pool, restore, queued, next)))
+      return Effect.zipRight(closing, waitAs(pool, restore, queued))
     })
   })
 }
@@ -371,4 +441,3 @@ export const retire = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<voi
   return checkIn(pool, entry)
 }
 
-const succeedEntry = <A>(entry: Entry<A>): Effect.Effect<Entry<A>> => Effect.succeed(entry)
