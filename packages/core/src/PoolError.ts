@@ -75,7 +75,7 @@ export class PoolTimeout extends Data.TaggedError("PoolTimeout")<{
       : this.phase === "validating"
       ? "validating a connection"
       : "waiting for a connection to be released"
-    const ms = (n: number) => Duration.format(Duration.millis(Math.round(n)))
+    const ms = (n: number) => Math.round(n) === 0 ? "0ms" : Duration.format(Duration.millis(Math.round(n)))
     return `pool "${this.pool}" timed out after ${Duration.format(this.waited)} ${what} ` +
       `(${this.limit} ${Duration.format(this.timeout)}; waiting ${ms(this.waitingMs)}, connecting ` +
       `${ms(this.connectingMs)}, validating ${ms(this.validatingMs)}; ${format(this.stats)})`

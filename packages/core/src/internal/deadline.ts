@@ -4,7 +4,7 @@ import * as Exit from "effect/Exit"
 import * as STM from "effect/STM"
 import { PoolTimeout } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
-import { validate } from "./handoff.js"
+import { validate } from "./checkout.js"
 import type { PoolImpl } from "./pool.js"
 import type { Entry } from "./state.js"
 import { modify, noTags, stats } from "./stats.js"
@@ -63,7 +63,8 @@ export const timedOut = <A>(
   const budget = acquire instanceof Budget ? acquire : acquire.budget
   const elapsed = Math.max(0, now - acquire.since)
   const validatingMs = Math.min(elapsed, budget?.validatingMs ?? 0)
-  const connectingMs = phase === "connecting" ? Math.max(0, Math.min(elapsed - validatingMs, now - (budget?.queuedAt ?? acquire.since))) : 0
+  const queuedAt = budget?.queuedAt ?? acquire.since
+  const connectingMs = phase === "connecting" ? Math.max(0, Math.min(elapsed - validatingMs, now - queuedAt)) : 0
   return new PoolTimeout({
     pool: pool.name,
     phase,

@@ -8,10 +8,11 @@ import * as TQueue from "effect/TQueue"
 import * as Tracer from "effect/Tracer"
 import * as TRef from "effect/TRef"
 import { PoolClosed, PoolEmpty, type PoolError } from "../PoolError.js"
+import { checkout, revalidate, validatesHandoffs } from "./checkout.js"
 import { breakerError, destroyed, failStranded, spawn } from "./connections.js"
-import { type Budget, budgetFrom, budgetOf, expireAt, failTimedOut, OUT_OF_TIME, validateWithin } from "./deadline.js"
+import { budgetFrom, expireAt } from "./deadline.js"
 import type { PoolImpl } from "./pool.js"
-import { Entry, limitOf, patched, type State } from "./state.js"
+import { Entry, limitOf, type State } from "./state.js"
 import { modify, noTags, stats } from "./stats.js"
 import * as T from "./transitions.js"
 import { Waiter } from "./waiter.js"
@@ -53,8 +54,10 @@ export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
  * Commits an acquire transaction, first noting in `traced` whether the caller runs under a span: read from the
  * transaction's own context, which is cheaper than asking the fiber for it again afterwards. `traced` is written
  * and read within one synchronous run of the transaction.
+ *
+ * @internal
  */
-const commitTraced = <A, X>(pool: PoolImpl<A>, tx: STM.STM<X>): Effect.Effect<X> =>
+export const commitTraced = <A, X>(pool: PoolImpl<A>, tx: STM.STM<X>): Effect.Effect<X> =>
   STM.commit(STM.flatMap(STM.context<never>(), (context) => {
     pool.traced = context.unsafeMap.has(Tracer.ParentSpan.key)
     return tx
@@ -88,8 +91,16 @@ export const acquire = <A, X, E, R>(
     return refused(pool, take)
   })
 
-/** A caller that waits for a release or an arrival; then, under `validationBypass: 0`, the check of what it got. */
-const waitAs = <A>(pool: PoolImpl<A>, restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> => {
+/**
+ * A caller that waits for a release or an arrival; then, under `validationBypass: 0`, the check of what it got.
+ *
+ * @internal
+ */
+export const waitAs = <A>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  waiter: Waiter<A>
+): Effect.Effect<Entry<A>, PoolError> => {
   // the sweeper watches the queue in arrival order: a tryGet's waiter, and one put back at its head, time themselves
   const own = !waiter.queued || waiter.budget !== undefined
   const wait = waitFor(pool, waiter, own ? awaitBy(pool, restore, waiter) : awaitWaiter(pool, restore, waiter))
@@ -98,8 +109,11 @@ const waitAs = <A>(pool: PoolImpl<A>, restore: Restore, waiter: Waiter<A>): Effe
   return Effect.flatMap(handed, (entry) => revalidate(pool, restore, waiter, entry))
 }
 
-/** Why an acquire got neither a connection nor a place in the queue. */
-const refused = <A>(pool: PoolImpl<A>, take: Exclude<T.Take<A>, Entry<A> | Waiter<A>>): Effect.Effect<never, PoolError> => {
+/** Why an acquire got neither a connection nor a place in the queue. @internal */
+export const refused = <A>(
+  pool: PoolImpl<A>,
+  take: Exclude<T.Take<A>, Entry<A> | Waiter<A>>
+): Effect.Effect<never, PoolError> => {
   switch (take._tag) {
     case "Closed":
       return Effect.fail(new PoolClosed({ pool: pool.name }))
@@ -110,43 +124,6 @@ const refused = <A>(pool: PoolImpl<A>, take: Exclude<T.Take<A>, Entry<A> | Waite
       return Effect.flatMap(pool.stats, (stats) => Effect.fail(new PoolEmpty({ pool: pool.name, stats })))
   }
 }
-
-/**
- * An acquire tried again after a connection it was about to get turned out broken, within the same deadline: an
- * idle connection, else the head of the queue (it is older than every waiter there: it found an idle connection,
- * so none was waiting then).
- */
-const reacquire = <A>(
-  pool: PoolImpl<A>,
-  restore: Restore,
-  neverWait: boolean,
-  budget: Budget
-): Effect.Effect<Entry<A>, PoolError> =>
-  Effect.suspend(() => {
-    budget.queuedAt = pool.now()
-    const tx = modify(pool, (s): readonly [T.Take<A>, State<A>] => {
-      if (s.closed) return [T.closedTake, s]
-      if (s.idleCount > 0) return T.takeIdle(s)
-      const waiter = new Waiter<A>(budget.since, budget.start, budget.deadline, !neverWait, neverWait)
-      waiter.budget = budget
-      if (neverWait) {
-        if (s.breaker !== undefined) return [T.breakerTake, s]
-        if (s.total + s.pending >= limitOf(s)) return [T.emptyTake, s]
-        return T.reserveFor(s, waiter, pool.traced)
-      }
-      if (s.breaker !== undefined && s.total === 0) return [T.breakerTake, s]
-      return T.queueFirst(s, waiter, pool.traced)
-    })
-    return Effect.flatMap(commitTraced(pool, tx), (take): Effect.Effect<Entry<A>, PoolError> => {
-      if (take instanceof Entry) {
-        const now = pool.now()
-        if (servable(pool, take, now)) return Effect.succeed(borrowed(pool, take, now, budget.start))
-        return checkout(pool, restore, neverWait, take, budget)
-      }
-      if (take instanceof Waiter) return waitAs(pool, restore, take)
-      return refused(pool, take)
-    })
-  })
 
 /** Waits with a timer of its own at the waiter's deadline, in the pool's fiber set. */
 const awaitBy = <A>(pool: PoolImpl<A>, restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> =>
@@ -177,8 +154,12 @@ const span = <A, X, E>(pool: PoolImpl<A>, acquire: Effect.Effect<X, E>): Effect.
   // `useSpan`, not `withSpan`: nothing inside needs the span as its parent, and installing one costs 3×
   Effect.useSpan("ConnectionPool.acquire", pool.spanOptions, () => acquire)
 
-/** An idle connection can go out as is: not expired, checked recently enough, and not vetoed by the driver. */
-const servable = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): boolean =>
+/**
+ * An idle connection can go out as is: not expired, checked recently enough, and not vetoed by the driver.
+ *
+ * @internal
+ */
+export const servable = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): boolean =>
   now < entry.expiresAt &&
   (pool.driver.validate === undefined || now - entry.checkedAt < pool.options.validationBypass) &&
   (pool.driver.reusable === undefined || pool.driver.reusable(entry.conn))
@@ -198,108 +179,14 @@ export const borrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number, sta
   return entry
 }
 
-/** Takes back the counts of a borrow whose caller was interrupted as it was handed the connection. */
-const unborrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>): void => {
+/** Takes back the counts of a borrow whose caller was interrupted as it was handed the connection. @internal */
+export const unborrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>): void => {
   const c = pool.counters
   c.acquired--
   entry.uses--
   if (entry.uses === 0) c.misses--
   else c.hits--
 }
-
-/**
- * An idle connection goes out unless it expired, the driver knows it is broken, or it sat idle past the bypass
- * window and fails validation; then it is closed and the acquire tries again (`reacquire`) within its deadline.
- * A validation still running at the deadline is cut short, its connection closed (its state is unknown).
- */
-const checkout = <A>(
-  pool: PoolImpl<A>,
-  restore: Restore,
-  neverWait: boolean,
-  entry: Entry<A>,
-  budget: Budget
-): Effect.Effect<Entry<A>, PoolError> => {
-  const now = pool.now()
-  if (now >= entry.expiresAt || (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn))) {
-    return Effect.zipRight(retire(pool, entry), reacquire(pool, restore, neverWait, budget))
-  }
-  if (pool.driver.validate === undefined) return Effect.succeed(borrowed(pool, entry, now, budget.start))
-  if (now >= budget.deadline) return Effect.zipRight(checkIn(pool, entry), failTimedOut(pool, budget, "validating"))
-  return Effect.flatMap(Effect.exit(restore(validateWithin(pool, entry, budget))), (exit) => {
-    if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
-    if (exit.value === OUT_OF_TIME) return Effect.zipRight(retire(pool, entry), failTimedOut(pool, budget, "validating"))
-    if (!exit.value) return Effect.zipRight(retire(pool, entry), reacquire(pool, restore, neverWait, budget))
-    entry.checkedAt = pool.now()
-    return Effect.succeed(borrowed(pool, entry, entry.checkedAt, budget.start))
-  })
-}
-
-/**
- * `validationBypass: 0` means every borrow is validated, a connection handed straight to a waiter included (it
- * was checked when released, zero time ago, which no bypass window of zero covers).
- *
- * @internal
- */
-export const validatesHandoffs = <A>(pool: PoolImpl<A>): boolean =>
-  pool.options.validationBypass === 0 && pool.driver.validate !== undefined
-
-/**
- * Validates a connection a giver handed this caller (and already counted as its borrow), within the caller's
- * deadline. A broken one is closed and the caller waits again at the head of the queue; either way the giver's
- * count is taken back.
- */
-const revalidate = <A>(
-  pool: PoolImpl<A>,
-  restore: Restore,
-  waited: Waiter<A>,
-  entry: Entry<A>
-): Effect.Effect<Entry<A>, PoolError> => {
-  if (entry.uses <= 1) return Effect.succeed(entry) // opened for this caller: the connect just proved it
-  const budget = budgetOf(waited)
-  if (pool.now() >= budget.deadline) {
-    unborrowed(pool, entry)
-    return Effect.zipRight(checkIn(pool, entry), failTimedOut(pool, budget, "validating"))
-  }
-  return Effect.flatMap(Effect.exit(restore(validateWithin(pool, entry, budget))), (exit) => {
-    if (Exit.isSuccess(exit) && exit.value === true) {
-      entry.checkedAt = pool.now()
-      return Effect.succeed(entry)
-    }
-    unborrowed(pool, entry)
-    if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
-    if (exit.value === OUT_OF_TIME) return Effect.zipRight(retire(pool, entry), failTimedOut(pool, budget, "validating"))
-    // broken: closed, and the caller keeps its place at the head of the queue and its deadline
-    entry.invalid = true
-    budget.queuedAt = pool.now()
-    const again = new Waiter<A>(waited.since, waited.start, waited.deadline, true, false)
-    again.budget = budget
-    const tx = modify(pool, (s): readonly [Waiter<A> | undefined, State<A>] =>
-      s.closed ? [undefined, patched(s, { total: s.total - 1 })] : T.requeueFirst(s, again))
-    return Effect.flatMap(STM.commit(tx), (queued) => {
-      const closing = destroyed(pool, entry)
-      if (queued === undefined) return Effect.zipRight(closing, Effect.fail(new PoolClosed({ pool: pool.name })))
-      return Effect.zipRight(closing, waitAs(pool, restore, queued))
-    })
-  })
-}
-
-/**
- * The driver's check, bounded by `validationTimeout`; a failure or a timeout says the connection is broken.
- *
- * @internal
- */
-export const validate = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<boolean> =>
-  pool.driver.validate!(entry.conn).pipe(
-    Effect.timeoutTo({ duration: pool.options.validationTimeout, onSuccess: (ok) => ok, onTimeout: () => false }),
-    Effect.catchAllCause((cause) =>
-      Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.as(Effect.logDebug(cause), false)
-    ),
-    Effect.tap((ok) => {
-      if (ok) return Effect.void
-      pool.counters.validationFailures++
-      return Effect.logDebug("connection failed validation; closing it")
-    })
-  )
 
 /**
  * Suspends until a transaction completes the waiter. An interruption cancels it: handled after `restore` rather
