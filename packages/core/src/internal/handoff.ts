@@ -241,16 +241,26 @@ export const release = <A, X = void, E = never>(
   then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
 ): Effect.Effect<X, E> => {
   if (entry.closed) return then // closed by force at the shutdown deadline
+  return checkIn(pool, entry, returned(pool, entry, failure), then)
+}
+
+/**
+ * What every release does before its transaction: the use time is recorded, and a connection whose user was
+ * interrupted or died mid-use (its state unknown), or that the driver vetoes, is marked for closing. Returns now.
+ *
+ * @internal
+ */
+export const returned = <A>(pool: PoolImpl<A>, entry: Entry<A>, failure: Cause.Cause<unknown> | undefined): number => {
   const now = pool.now()
   pool.metrics.useTime.unsafeUpdate((now - entry.borrowedAt) / 1000, noTags)
   if (failure !== undefined && (Cause.isInterrupted(failure) || Cause.isDie(failure))) {
-    entry.invalid = true // its user was interrupted or died mid-use: its state is unknown
+    entry.invalid = true
   } else if (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn)) {
     entry.invalid = true
   }
   entry.idleSince = now
   entry.checkedAt = now
-  return checkIn(pool, entry, now, then)
+  return now
 }
 
 /**
@@ -265,9 +275,13 @@ export const checkIn = <A, X = void, E = never>(
   now = pool.now(),
   then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
 ): Effect.Effect<X, E> => {
+  return Effect.flatMap(STM.commit(checkInTx(pool, entry, now)), (placed) => handOn(pool, entry, placed, now, then))
+}
+
+/** The release transaction itself (see `checkIn`). @internal */
+export const checkInTx = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): STM.STM<T.Placed<A>> => {
   const expired = now >= entry.expiresAt
-  const tx = modify(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
-  return Effect.flatMap(STM.commit(tx), (placed) => handOn(pool, entry, placed, now, then))
+  return modify(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
 }
 
 /**
@@ -291,18 +305,41 @@ const handOn = <A, X, E>(
   now: number,
   then: Effect.Effect<X, E>
 ): Effect.Effect<X, E> => {
-  if (placed instanceof Waiter) {
-    const job = placed.job
-    if (job === undefined) {
-      placed.complete(Exit.succeed(borrowed(pool, entry, now, placed.start)))
-      return then
-    }
-    if (job.abandoned) return checkIn(pool, entry, now, then)
-    borrowed(pool, entry, now, placed.start)
-    job.run(entry)
-    return then
-  }
+  if (placed instanceof Waiter) return give(pool, entry, placed, now) ? then : checkIn(pool, entry, now, then)
   if (placed._tag === "Idle") return then
+  return closePlaced(pool, entry, placed, then)
+}
+
+/**
+ * Hands `entry` to the waiter a transaction took for it: the waiter's fiber is resumed with it, or its job starts
+ * on it right here. False when the job's caller left before it could start: the connection must go back in.
+ *
+ * @internal
+ */
+export const give = <A>(pool: PoolImpl<A>, entry: Entry<A>, waiter: Waiter<A>, now: number): boolean => {
+  const job = waiter.job
+  if (job === undefined) {
+    waiter.complete(Exit.succeed(borrowed(pool, entry, now, waiter.start)))
+    return true
+  }
+  if (job.abandoned) return false
+  borrowed(pool, entry, now, waiter.start)
+  job.run(entry)
+  return true
+}
+
+/**
+ * A transaction decided to close `entry`: the connects it asked for start, a `tryGet` it orphaned and the waiters
+ * it stranded are failed, and the connection is closed; then `then`.
+ *
+ * @internal
+ */
+export const closePlaced = <A, X, E>(
+  pool: PoolImpl<A>,
+  entry: Entry<A>,
+  placed: T.Closing<A>,
+  then: Effect.Effect<X, E>
+): Effect.Effect<X, E> => {
   const started = spawn(pool, placed.spawn, undefined)
   const destroy = Effect.zipRight(
     placed.orphan === undefined ? started : Effect.zipRight(orphaned(pool, placed.orphan), started),

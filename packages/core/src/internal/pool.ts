@@ -12,14 +12,16 @@ import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import { pipeArguments } from "effect/Pipeable"
 import { hasProperty } from "effect/Predicate"
+import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
+import * as STM from "effect/STM"
 import type * as Tracer from "effect/Tracer"
 import * as TQueue from "effect/TQueue"
 import * as TRef from "effect/TRef"
 import type * as ConnectionPool from "../ConnectionPool.js"
 import type { InvalidConfig, PoolError } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
-import { callback } from "./callback.js"
+import { callback, releaseInDone } from "./callback.js"
 import { acquire, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
@@ -27,7 +29,7 @@ import { resolve, type Resolved } from "./options.js"
 import { type Entry, initial, type State } from "./state.js"
 import * as stats from "./stats.js"
 import type { Take } from "./transitions.js"
-import type { Start } from "./waiter.js"
+import type { Job, Start } from "./waiter.js"
 
 // The pool: its fields, and its public methods, each a few lines over the internal modules:
 // - `state.ts`, `transitions.ts`: the state and its transitions (the only place plain fields are written under STM)
@@ -60,6 +62,10 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly spanOptions: Tracer.SpanOptions
   readonly get: Effect.Effect<A, PoolError, Scope.Scope>
   readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
+  /** Commits a transaction that never retries, synchronously, from outside any fiber (a driver's callback). */
+  readonly commitNow: <X>(tx: STM.STM<X>) => X
+  /** A `withConnectionCallback` job's `done` gives its connection back through this (see `callback.ts`). */
+  readonly releaseInDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => void
   /** Scratch for the acquire transaction: whether its caller runs under a span. */
   traced = false
   /** Connects in a row that failed at capacity: the grower's backoff. Plain: it decides nothing in a transaction. */
@@ -81,8 +87,13 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     /** Wakes the grower when the server ran out of room. */
     readonly growth: TQueue.TQueue<true>,
     readonly creators: FiberSet.FiberSet<boolean>,
-    readonly clock: Clock.Clock
+    readonly clock: Clock.Clock,
+    /** The runtime of the scope that made the pool: commits a release from inside a driver's callback. */
+    runtime: Runtime.Runtime<never>
   ) {
+    const runSync = Runtime.runSync(runtime)
+    this.commitNow = (tx) => runSync(STM.commit(tx))
+    this.releaseInDone = (job, exit) => releaseInDone(this, job, exit)
     this.metrics = metrics.forPool(options.name)
     this.spanOptions = {
       kind: "client",
@@ -201,7 +212,8 @@ export const make = <A, R>(
     const growth = yield* TQueue.sliding<true>(1)
     const creators = yield* FiberSet.make<boolean>()
     const clock = yield* Effect.clock
-    const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock)
+    const runtime = yield* Effect.runtime<never>()
+    const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock, runtime)
     yield* lifecycle.start(pool)
     yield* Effect.logDebug("pool created")
     return pool

@@ -27,17 +27,17 @@ export type Take<A> =
  *
  * @internal
  */
-export type Placed<A> =
-  | Waiter<A>
-  | { readonly _tag: "Idle" }
-  | {
-    readonly _tag: "Destroy"
-    readonly spawn: number
-    /** Waiters left with nothing to wait for: the breaker is open and this was the last connection. */
-    readonly stranded: ReadonlyArray<Waiter<A>>
-    /** The `tryGet` this connection was opened for, when the pool shut or shrank while it opened. */
-    readonly orphan: Waiter<A> | undefined
-  }
+export type Placed<A> = Waiter<A> | { readonly _tag: "Idle" } | Closing<A>
+
+/** A connection to close, and what closing it leaves to do. @internal */
+export interface Closing<A> {
+  readonly _tag: "Destroy"
+  readonly spawn: number
+  /** Waiters left with nothing to wait for: the breaker is open and this was the last connection. */
+  readonly stranded: ReadonlyArray<Waiter<A>>
+  /** The `tryGet` this connection was opened for, when the pool shut or shrank while it opened. */
+  readonly orphan: Waiter<A> | undefined
+}
 
 /** Who opens a connection: a caller's connect, the warm-up and refill, or the breaker's probe. @internal */
 export type Kind = "waiter" | "background" | "probe"
