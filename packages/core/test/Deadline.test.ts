@@ -1,7 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Duration, Effect, Exit, Fiber, Option } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, FastCheck as fc, Fiber, Option, TestClock, TestContext } from "effect"
 import { ConnectionPool, type PoolError } from "../src/index.js"
-import { adjust, hold, makeDriver, type TestDriver } from "./utils.js"
+import { isPoolError } from "../src/PoolError.js"
+import { adjust, hold, makeDriver, settle, type TestDriver } from "./utils.js"
 
 // `acquireTimeout` is one deadline for the whole acquire: waiting, connecting and validating together.
 
@@ -294,4 +295,85 @@ describe("a caller's own Effect.timeout is respected by every phase", () => {
       const s = yield* assertNoLeak(pool, t)
       assert.deepStrictEqual([s.total, s.idle, s.timeouts], [1, 1, 0])
     }))
+})
+
+/** When an acquire began, and when it got a connection or failed (with what). */
+interface End {
+  readonly start: number
+  readonly end: number
+  readonly error?: PoolError.PoolError
+}
+
+describe("one deadline, under random schedules", () => {
+  const scenario = fc.record({
+    maxSize: fc.integer({ min: 1, max: 3 }),
+    acquireTimeout: fc.integer({ min: 200, max: 3_000 }),
+    connectDelay: fc.integer({ min: 0, max: 3_000 }),
+    validateDelay: fc.integer({ min: 0, max: 3_000 }),
+    validationTimeout: fc.integer({ min: 50, max: 2_000 }),
+    validationBypass: fc.constantFrom(0, 100),
+    callers: fc.array(
+      fc.record({ at: fc.nat(3_000), hold: fc.nat(1_500), tryGet: fc.boolean(), leaveAfter: fc.option(fc.nat(2_000)) }),
+      { minLength: 1, maxLength: 12 }
+    ),
+    breaks: fc.array(fc.record({ at: fc.nat(50).map((n) => n * 100), k: fc.nat(5) }), { maxLength: 4 })
+  })
+
+  it.effect("every acquire ends by its deadline, PoolTimeout's phases add up, and nothing leaks", () =>
+    Effect.promise(() =>
+      fc.assert(
+        fc.asyncProperty(scenario, (sc) =>
+          Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+            const t = makeDriver({ connectDelay: sc.connectDelay, validateDelay: sc.validateDelay })
+            const pool = yield* ConnectionPool.make({
+              driver: t.driver,
+              maxSize: sc.maxSize,
+              acquireTimeout: sc.acquireTimeout,
+              connectTimeout: "1 minute",
+              validationTimeout: sc.validationTimeout,
+              validationBypass: sc.validationBypass,
+              shutdownTimeout: 0
+            })
+            const ends: Array<End> = []
+            const fibers = yield* Effect.forEach(sc.callers, (c) =>
+              Effect.fork(Effect.gen(function*() {
+                yield* Effect.sleep(c.at)
+                const start = yield* Clock.currentTimeMillis
+                const use = (conn: unknown) =>
+                  Effect.zipRight(
+                    Effect.flatMap(Clock.currentTimeMillis, (end) => Effect.sync(() => ends.push({ start, end }))),
+                    Effect.as(Effect.sleep(c.hold), conn)
+                  )
+                const borrow = c.tryGet ? pool.withConnectionTry(use) : pool.withConnection(use)
+                const left = c.leaveAfter === null ? borrow : Effect.timeout(borrow, c.leaveAfter)
+                const exit = yield* Effect.exit(left)
+                if (exit._tag === "Failure" && exit.cause._tag === "Fail" && isPoolError(exit.cause.error)) {
+                  ends.push({ start, end: yield* Clock.currentTimeMillis, error: exit.cause.error })
+                }
+              })))
+            for (let now = 0; now < 9_000; now += 100) {
+              for (const b of sc.breaks) if (b.at === now && t.opened[b.k] !== undefined) t.opened[b.k].broken = true
+              yield* TestClock.adjust("100 millis")
+              yield* settle
+            }
+            yield* Effect.forEach(fibers, Fiber.join, { discard: true })
+            for (const e of ends) {
+              const late = `an acquire ended past its deadline: ${e.error?.message}`
+              assert.isAtMost(e.end - e.start, sc.acquireTimeout, late)
+              if (e.error?._tag === "PoolTimeout") {
+                const p = e.error
+                assert.strictEqual(p.waitingMs + p.connectingMs + p.validatingMs, Duration.toMillis(p.waited))
+                assert.isTrue(p.waitingMs >= 0 && p.connectingMs >= 0 && p.validatingMs >= 0)
+              }
+            }
+            yield* TestClock.adjust("5 minutes")
+            yield* settle
+            const s = yield* pool.stats
+            assert.deepStrictEqual([s.inUse, s.waiting, s.pending], [0, 0, 0])
+            assert.strictEqual(s.total, t.open().length)
+          })).pipe(Effect.provide(TestContext.TestContext)))
+        ),
+        { numRuns: 20 }
+      )
+    ), 120_000)
 })
