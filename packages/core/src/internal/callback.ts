@@ -4,7 +4,7 @@ import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as STM from "effect/STM"
 import type { PoolError } from "../PoolError.js"
-import { acquire, checkInTx, closePlaced, dequeueTx, give, release, type Restore, returned, waitFor } from "./handoff.js"
+import { acquire, checkInNow, closePlaced, dequeueTx, give, release, type Restore, returned, waitFor } from "./handoff.js"
 import type { PoolImpl } from "./pool.js"
 import { CALLER_RELEASES, Job, RELEASED_IN_DONE, type Start, UNRELEASED, Waiter } from "./waiter.js"
 
@@ -39,7 +39,8 @@ export const callback = <A, X, E>(pool: PoolImpl<A>, start: Start<A>): Effect.Ef
 
 /**
  * A job's `done`: its connection goes back from inside the driver's callback. The release transaction commits
- * synchronously through the runtime the pool captured in its own scope (`PoolImpl.commitNow`), and a waiter it
+ * synchronously (`PoolImpl.commit`; through the runtime the pool captured in its own scope when it commits through
+ * STM), and a waiter it
  * hands the connection to is resumed, or its job started, before `done` returns. Closing a connection takes
  * effects: that part is left to the caller's fiber (`job.closing`). Not used while the operation's `start` is
  * still running (a `done` called from inside it would recurse through every queued job) nor once its caller was
@@ -53,7 +54,7 @@ export const releaseInDone = <A>(pool: PoolImpl<A>, job: Job<A>, exit: Exit.Exit
   if (entry.closed) return // closed by force at the shutdown deadline
   const now = returned(pool, entry, Exit.isFailure(exit) ? exit.cause : undefined)
   for (;;) {
-    const placed = pool.commitNow(checkInTx(pool, entry, now))
+    const placed = checkInNow(pool, entry, now)
     if (placed instanceof Waiter) {
       if (give(pool, entry, placed, now)) return
       continue // its caller left before the job started: back in, to the next waiter or idle

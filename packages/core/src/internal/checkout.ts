@@ -8,7 +8,7 @@ import { type Budget, budgetOf, failTimedOut, OUT_OF_TIME, validateWithin } from
 import {
   borrowed,
   checkIn,
-  commitTraced,
+  committedTraced,
   refused,
   type Restore,
   retire,
@@ -140,7 +140,7 @@ const reacquire = <A>(
 ): Effect.Effect<Entry<A>, PoolError> =>
   Effect.suspend(() => {
     budget.queuedAt = pool.now()
-    const tx = modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+    const take = (s: State<A>): readonly [T.Take<A>, State<A>] => {
       if (s.closed) return [T.closedTake, s]
       if (s.idleCount > 0) return T.takeIdle(s)
       const waiter = new Waiter<A>(budget.since, budget.start, budget.deadline, !neverWait, neverWait)
@@ -152,8 +152,8 @@ const reacquire = <A>(
       }
       if (s.breaker !== undefined && s.total === 0) return [T.breakerTake, s]
       return T.queueFirst(s, waiter, pool.traced)
-    })
-    return Effect.flatMap(commitTraced(pool, tx), (take): Effect.Effect<Entry<A>, PoolError> => {
+    }
+    return Effect.flatMap(committedTraced(pool, take), (take): Effect.Effect<Entry<A>, PoolError> => {
       if (take instanceof Entry) {
         const now = pool.now()
         if (servable(pool, take, now)) return Effect.succeed(borrowed(pool, take, now, budget.start))

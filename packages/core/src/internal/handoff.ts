@@ -13,7 +13,7 @@ import { breakerError, destroyed, failStranded, spawn } from "./connections.js"
 import { budgetFrom, expireAt } from "./deadline.js"
 import type { PoolImpl } from "./pool.js"
 import { Entry, limitOf, type State } from "./state.js"
-import { modify, noTags, stats } from "./stats.js"
+import { modify, noTags, publishing, stats, transact } from "./stats.js"
 import * as T from "./transitions.js"
 import { Waiter } from "./waiter.js"
 
@@ -32,36 +32,40 @@ export const newWaiter = <A>(pool: PoolImpl<A>, queued: boolean, spawned: boolea
 
 /** The acquire transaction: an idle connection, else a place in the queue (and a connect started if room). @internal */
 export const makeTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
-  commitTraced(pool, modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+  committedTraced(pool, (s): readonly [T.Take<A>, State<A>] => {
     if (s.closed) return [T.closedTake, s]
     if (s.idleCount > 0) return T.takeIdle(s)
     // breaker open and nothing open to wait for: fail at once rather than queue for a connect that will not come
     if (s.breaker !== undefined && s.total === 0) return [T.breakerTake, s]
     return T.enqueue(s, newWaiter(pool, true, false), pool.traced)
-  }))
+  })
 
 /** `tryGet`'s transaction: never queues; opens a connection for itself when there is room. @internal */
 export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
-  commitTraced(pool, modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+  committedTraced(pool, (s): readonly [T.Take<A>, State<A>] => {
     if (s.closed) return [T.closedTake, s]
     if (s.idleCount > 0) return T.takeIdle(s)
     if (s.breaker !== undefined) return [T.breakerTake, s]
     if (s.total + s.pending >= limitOf(s)) return [T.emptyTake, s]
     return T.reserveFor(s, newWaiter(pool, false, true), pool.traced)
-  }))
+  })
 
 /**
- * Commits an acquire transaction, first noting in `traced` whether the caller runs under a span: read from the
- * transaction's own context, which is cheaper than asking the fiber for it again afterwards. `traced` is written
- * and read within one synchronous run of the transaction.
+ * Commits an acquire transition (`PoolImpl.commit`), first noting in `traced` whether the caller runs under a
+ * span, read from the fiber's context. `traced` is written and read within one synchronous step.
  *
  * @internal
  */
-export const commitTraced = <A, X>(pool: PoolImpl<A>, tx: STM.STM<X>): Effect.Effect<X> =>
-  STM.commit(STM.flatMap(STM.context<never>(), (context) => {
-    pool.traced = context.unsafeMap.has(Tracer.ParentSpan.key)
-    return tx
-  }))
+export const committedTraced = <A, X>(
+  pool: PoolImpl<A>,
+  take: (s: State<A>) => readonly [X, State<A>]
+): Effect.Effect<X> => {
+  const tx = publishing(pool, take)
+  return Effect.withFiberRuntime((fiber) => {
+    pool.traced = fiber.currentContext.unsafeMap.has(Tracer.ParentSpan.key)
+    return Exit.succeed(pool.commit(tx))
+  })
+}
 
 /**
  * Acquires a connection and continues with `k`: the continuation is passed in rather than chained, so that a
@@ -275,13 +279,13 @@ export const checkIn = <A, X = void, E = never>(
   now = pool.now(),
   then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
 ): Effect.Effect<X, E> => {
-  return Effect.flatMap(STM.commit(checkInTx(pool, entry, now)), (placed) => handOn(pool, entry, placed, now, then))
+  return Effect.suspend(() => handOn(pool, entry, checkInNow(pool, entry, now), now, then))
 }
 
-/** The release transaction itself (see `checkIn`). @internal */
-export const checkInTx = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): STM.STM<T.Placed<A>> => {
+/** The release transaction itself (see `checkIn`), committed at once. @internal */
+export const checkInNow = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): T.Placed<A> => {
   const expired = now >= entry.expiresAt
-  return modify(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
+  return transact(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
 }
 
 /**

@@ -7,6 +7,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
+import * as FiberRef from "effect/FiberRef"
 import * as FiberSet from "effect/FiberSet"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
@@ -26,7 +27,8 @@ import { acquire, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
 import { resolve, type Resolved } from "./options.js"
-import { type Entry, initial, type State } from "./state.js"
+import { type Committer, makeCommitter } from "./commit.js"
+import { type Entry, initial, patched, type State } from "./state.js"
 import * as stats from "./stats.js"
 import type { Take } from "./transitions.js"
 import type { Job, Start } from "./waiter.js"
@@ -62,8 +64,12 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly spanOptions: Tracer.SpanOptions
   readonly get: Effect.Effect<A, PoolError, Scope.Scope>
   readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
-  /** Commits a transaction that never retries, synchronously, from outside any fiber (a driver's callback). */
-  readonly commitNow: <X>(tx: STM.STM<X>) => X
+  /**
+   * Applies a transition to `state` as one transaction, synchronously, from a fiber or from a driver's callback:
+   * the hot path's commit (`stats.transact` adds the gauges). Transitions that compose with other STM values
+   * (background fibers, shutdown) go through `STM.commit` on the same `TRef` instead.
+   */
+  readonly commit: Committer<State<A>>
   /** A `withConnectionCallback` job's `done` gives its connection back through this (see `callback.ts`). */
   readonly releaseInDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => void
   /** Scratch for the acquire transaction: whether its caller runs under a span. */
@@ -88,11 +94,13 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     readonly growth: TQueue.TQueue<true>,
     readonly creators: FiberSet.FiberSet<boolean>,
     readonly clock: Clock.Clock,
-    /** The runtime of the scope that made the pool: commits a release from inside a driver's callback. */
+    /** Commits the hot path's transitions on `state` without the STM journal (see `commit.ts`), when it can. */
+    committer: Committer<State<A>> | undefined,
+    /** The runtime of the scope that made the pool: commits through STM, from anywhere, when `committer` cannot. */
     runtime: Runtime.Runtime<never>
   ) {
     const runSync = Runtime.runSync(runtime)
-    this.commitNow = (tx) => runSync(STM.commit(tx))
+    this.commit = committer ?? ((f) => runSync(STM.commit(TRef.modify(state, f))))
     this.releaseInDone = (job, exit) => releaseInDone(this, job, exit)
     this.metrics = metrics.forPool(options.name)
     this.spanOptions = {
@@ -213,11 +221,29 @@ export const make = <A, R>(
     const creators = yield* FiberSet.make<boolean>()
     const clock = yield* Effect.clock
     const runtime = yield* Effect.runtime<never>()
-    const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock, runtime)
+    const scheduler = yield* FiberRef.get(FiberRef.currentScheduler)
+    const committer = yield* verified(makeCommitter(state, scheduler), state)
+    const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock, committer, runtime)
     yield* lifecycle.start(pool)
     yield* Effect.logDebug("pool created")
     return pool
   }).pipe(Effect.annotateLogs("pool", options.name ?? "default"))
+
+/**
+ * A committer whose write an STM read then sees (and that leaves the state as it was), else `undefined`: the pool
+ * then commits its hot path through STM.
+ */
+const verified = <A>(
+  committer: Committer<State<A>> | undefined,
+  state: TRef.TRef<State<A>>
+): Effect.Effect<Committer<State<A>> | undefined> => {
+  if (committer === undefined) return Effect.succeed(undefined)
+  const written = committer((s) => {
+    const copy = patched(s, {})
+    return [copy, copy]
+  })
+  return Effect.map(STM.commit(TRef.get(state)), (seen) => seen === written ? committer : undefined)
+}
 
 /** @internal */
 export const layer = <I, A, R>(

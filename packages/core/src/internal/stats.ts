@@ -28,28 +28,45 @@ export class Counters {
 }
 
 /**
- * Every state change goes through here: one `TRef.modify`, and the counts by state, pending requests and the
- * breaker published as deltas from the old state to the new (OpenTelemetry UpDownCounters).
+ * Every state change goes through here or `transact`: one `TRef.modify`, and the counts by state, pending
+ * requests and the breaker published as deltas from the old state to the new (OpenTelemetry UpDownCounters).
  *
  * @internal
  */
 export const modify = <A, B>(pool: PoolImpl<A>, f: (s: State<A>) => readonly [B, State<A>]): STM.STM<B> =>
-  TRef.modify(pool.state, (s) => {
-    const result = f(s)
-    const next = result[1]
-    const metrics = pool.metrics
-    if (next.idleCount !== s.idleCount || next.total !== s.total) {
-      const used = next.total - next.idleCount - (s.total - s.idleCount)
-      if (used !== 0) metrics.used.unsafeUpdate(used, noTags)
-      if (next.idleCount !== s.idleCount) metrics.idle.unsafeUpdate(next.idleCount - s.idleCount, noTags)
-    }
-    if (next.waiting !== s.waiting) metrics.pendingRequests.unsafeUpdate(next.waiting - s.waiting, noTags)
-    if ((next.breaker === undefined) !== (s.breaker === undefined)) {
-      metrics.breakerOpen.unsafeUpdate(next.breaker === undefined ? -1 : 1, noTags)
-    }
-    if (next.closed && !s.closed) publishLimits(pool, true)
-    return result
-  })
+  TRef.modify(pool.state, (s) => published(pool, s, f(s)))
+
+/**
+ * The hot path's form of `modify`: the same transition and metrics, committed at once and synchronously
+ * (`PoolImpl.commit`). For a transition that is its own transaction: acquire, release, a waiter leaving.
+ *
+ * @internal
+ */
+export const transact = <A, B>(pool: PoolImpl<A>, f: (s: State<A>) => readonly [B, State<A>]): B =>
+  pool.commit(publishing(pool, f))
+
+/** A transition that publishes the metrics: built once for a transaction the pool commits over and over. @internal */
+export const publishing = <A, B>(
+  pool: PoolImpl<A>,
+  f: (s: State<A>) => readonly [B, State<A>]
+): (s: State<A>) => readonly [B, State<A>] =>
+(s) => published(pool, s, f(s))
+
+const published = <A, B>(pool: PoolImpl<A>, s: State<A>, result: readonly [B, State<A>]) => {
+  const next = result[1]
+  const metrics = pool.metrics
+  if (next.idleCount !== s.idleCount || next.total !== s.total) {
+    const used = next.total - next.idleCount - (s.total - s.idleCount)
+    if (used !== 0) metrics.used.unsafeUpdate(used, noTags)
+    if (next.idleCount !== s.idleCount) metrics.idle.unsafeUpdate(next.idleCount - s.idleCount, noTags)
+  }
+  if (next.waiting !== s.waiting) metrics.pendingRequests.unsafeUpdate(next.waiting - s.waiting, noTags)
+  if ((next.breaker === undefined) !== (s.breaker === undefined)) {
+    metrics.breakerOpen.unsafeUpdate(next.breaker === undefined ? -1 : 1, noTags)
+  }
+  if (next.closed && !s.closed) publishLimits(pool, true)
+  return result
+}
 
 /**
  * Publishes the configured sizes (at creation, after a resize) as deltas from what was published before; a pool
