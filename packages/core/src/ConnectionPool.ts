@@ -88,7 +88,10 @@ export interface PoolConfig {
   readonly minSize?: number | undefined
   /** Most connections open at once, in use or idle. Default 10. */
   readonly maxSize?: number | undefined
-  /** Longest a caller waits for a connection before `PoolTimeout`. Default 30 seconds. */
+  /**
+   * Longest an acquire may take, waiting in the queue, a connect opened for it and validating the connection it
+   * gets together, before `PoolTimeout` (which says which phase ran out). Default 30 seconds.
+   */
   readonly acquireTimeout?: Duration.DurationInput | undefined
   /** Longest one connect may take. Default: `acquireTimeout`. */
   readonly connectTimeout?: Duration.DurationInput | undefined

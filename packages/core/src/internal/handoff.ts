@@ -1,15 +1,19 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
 import * as STM from "effect/STM"
 import * as TQueue from "effect/TQueue"
 import * as Tracer from "effect/Tracer"
 import * as TRef from "effect/TRef"
 import { PoolClosed, PoolEmpty, type PoolError } from "../PoolError.js"
+import { checkout, revalidate, validatesHandoffs } from "./checkout.js"
 import { breakerError, destroyed, failStranded, spawn } from "./connections.js"
+import { budgetFrom, expireAt } from "./deadline.js"
 import { overloaded, recordUse, shed } from "./overload.js"
 import type { PoolImpl } from "./pool.js"
-import { Entry, limitOf, patched, type State } from "./state.js"
+import { Entry, limitOf, type State } from "./state.js"
 import { modify, noTags, publishing, stats, transact } from "./stats.js"
 import * as T from "./transitions.js"
 import { Waiter } from "./waiter.js"
@@ -52,8 +56,10 @@ export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
 /**
  * Commits an acquire transition (`PoolImpl.commit`), first noting in `traced` whether the caller runs under a
  * span, read from the fiber's context. `traced` is written and read within one synchronous step.
+ *
+ * @internal
  */
-const committedTraced = <A, X>(
+export const committedTraced = <A, X>(
   pool: PoolImpl<A>,
   take: (s: State<A>) => readonly [X, State<A>]
 ): Effect.Effect<X> => {
@@ -83,28 +89,57 @@ export const acquire = <A, X, E, R>(
     if (take instanceof Entry) {
       const now = pool.now()
       if (servable(pool, take, now)) return k(borrowed(pool, take, now, undefined)) // the hot path
-      const retry = acquire(pool, restore, neverWait, succeedEntry)
-      return Effect.flatMap(checkout(pool, restore, take, pool.clock.unsafeCurrentTimeNanos(), retry), k)
+      return Effect.flatMap(checkout(pool, restore, neverWait, take, budgetFrom(pool, now)), k)
     }
     if (take instanceof Waiter) {
       if (onWait !== undefined && !validatesHandoffs(pool)) return onWait(take)
-      const wait = waitFor(pool, take, awaitWaiter(pool, restore, take)) // borrowed counted by the giver
-      const handed = take.traced ? span(pool, wait) : wait
-      if (!validatesHandoffs(pool)) return Effect.flatMap(handed, k)
-      return Effect.flatMap(Effect.flatMap(handed, (entry) => revalidate(pool, restore, take, entry)), k)
+      return Effect.flatMap(waitAs(pool, restore, take), k) // borrowed counted by the giver
     }
-    switch (take._tag) {
-      case "Closed":
-        return Effect.fail(new PoolClosed({ pool: pool.name }))
-      case "Breaker":
-        return Effect.flatMap(STM.commit(TRef.get(pool.state)), (s) => Effect.fail(breakerError(pool, s)))
-      case "Empty":
-        pool.counters.emptyFailures++
-        return Effect.flatMap(pool.stats, (stats) => Effect.fail(new PoolEmpty({ pool: pool.name, stats })))
-      case "Overloaded":
-        return overloaded(pool, take)
-    }
+    return refused(pool, take)
   })
+
+/**
+ * A caller that waits for a release or an arrival; then, under `validationBypass: 0`, the check of what it got.
+ *
+ * @internal
+ */
+export const waitAs = <A>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  waiter: Waiter<A>
+): Effect.Effect<Entry<A>, PoolError> => {
+  // the sweeper watches the queue in arrival order: a tryGet's waiter, and one put back at its head, time themselves
+  const own = !waiter.queued || waiter.budget !== undefined
+  const wait = waitFor(pool, waiter, own ? awaitBy(pool, restore, waiter) : awaitWaiter(pool, restore, waiter))
+  const handed = waiter.traced ? span(pool, wait) : wait
+  if (!validatesHandoffs(pool)) return handed
+  return Effect.flatMap(handed, (entry) => revalidate(pool, restore, waiter, entry))
+}
+
+/** Why an acquire got neither a connection nor a place in the queue. @internal */
+export const refused = <A>(
+  pool: PoolImpl<A>,
+  take: Exclude<T.Take<A>, Entry<A> | Waiter<A>>
+): Effect.Effect<never, PoolError> => {
+  switch (take._tag) {
+    case "Closed":
+      return Effect.fail(new PoolClosed({ pool: pool.name }))
+    case "Breaker":
+      return Effect.flatMap(STM.commit(TRef.get(pool.state)), (s) => Effect.fail(breakerError(pool, s)))
+    case "Empty":
+      pool.counters.emptyFailures++
+      return Effect.flatMap(pool.stats, (stats) => Effect.fail(new PoolEmpty({ pool: pool.name, stats })))
+    case "Overloaded":
+      return overloaded(pool, take)
+  }
+}
+
+/** Waits with a timer of its own at the waiter's deadline, in the pool's fiber set. */
+const awaitBy = <A>(pool: PoolImpl<A>, restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> =>
+  Effect.flatMap(
+    FiberSet.run(pool.creators, Effect.interruptible(expireAt(pool, waiter))),
+    (timer) => Effect.ensuring(awaitWaiter(pool, restore, waiter), Fiber.interruptFork(timer))
+  )
 
 /** Around a wait: the connects it asked for start, and the sweeper wakes if the queue was empty. @internal */
 export const waitFor = <A, X, E>(
@@ -128,8 +163,12 @@ const span = <A, X, E>(pool: PoolImpl<A>, acquire: Effect.Effect<X, E>): Effect.
   // `useSpan`, not `withSpan`: nothing inside needs the span as its parent, and installing one costs 3×
   Effect.useSpan("ConnectionPool.acquire", pool.spanOptions, () => acquire)
 
-/** An idle connection can go out as is: not expired, checked recently enough, and not vetoed by the driver. */
-const servable = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): boolean =>
+/**
+ * An idle connection can go out as is: not expired, checked recently enough, and not vetoed by the driver.
+ *
+ * @internal
+ */
+export const servable = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): boolean =>
   now < entry.expiresAt &&
   (pool.driver.validate === undefined || now - entry.checkedAt < pool.options.validationBypass) &&
   (pool.driver.reusable === undefined || pool.driver.reusable(entry.conn))
@@ -149,96 +188,14 @@ export const borrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number, sta
   return entry
 }
 
-/** Takes back the counts of a borrow whose caller was interrupted as it was handed the connection. */
-const unborrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>): void => {
+/** Takes back the counts of a borrow whose caller was interrupted as it was handed the connection. @internal */
+export const unborrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>): void => {
   const c = pool.counters
   c.acquired--
   entry.uses--
   if (entry.uses === 0) c.misses--
   else c.hits--
 }
-
-/**
- * An idle connection goes out unless it expired, the driver knows it is broken, or it sat idle past the bypass
- * window and fails validation; then it is closed and `retry` (a whole new acquire, counted on its own) runs.
- */
-const checkout = <A>(
-  pool: PoolImpl<A>,
-  restore: Restore,
-  entry: Entry<A>,
-  start: bigint,
-  retry: Effect.Effect<Entry<A>, PoolError>
-): Effect.Effect<Entry<A>, PoolError> => {
-  if (pool.now() >= entry.expiresAt || (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn))) {
-    return Effect.zipRight(retire(pool, entry), retry)
-  }
-  if (pool.driver.validate === undefined) return Effect.succeed(borrowed(pool, entry, pool.now(), start))
-  return Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
-    if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
-    if (!exit.value) return Effect.zipRight(retire(pool, entry), retry)
-    entry.checkedAt = pool.now()
-    return Effect.succeed(borrowed(pool, entry, entry.checkedAt, start))
-  })
-}
-
-/**
- * `validationBypass: 0` means every borrow is validated, a connection handed straight to a waiter included (it
- * was checked when released, zero time ago, which no bypass window of zero covers).
- *
- * @internal
- */
-export const validatesHandoffs = <A>(pool: PoolImpl<A>): boolean =>
-  pool.options.validationBypass === 0 && pool.driver.validate !== undefined
-
-/**
- * Validates a connection a giver handed this caller (and already counted as its borrow). A broken one is closed
- * and `retry` runs; either way the giver's count is taken back.
- */
-const revalidate = <A>(
-  pool: PoolImpl<A>,
-  restore: Restore,
-  waited: Waiter<A>,
-  entry: Entry<A>
-): Effect.Effect<Entry<A>, PoolError> => {
-  if (entry.uses <= 1) return Effect.succeed(entry) // opened for this caller: the connect just proved it
-  return Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
-    if (Exit.isSuccess(exit) && exit.value) {
-      entry.checkedAt = pool.now()
-      return Effect.succeed(entry)
-    }
-    unborrowed(pool, entry)
-    if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
-    // broken: closed, and the caller keeps its place at the head of the queue and its deadline
-    entry.invalid = true
-    const again = new Waiter<A>(waited.since, waited.start, waited.deadline, true, false)
-    const tx = modify(pool, (s): readonly [Waiter<A> | undefined, State<A>] =>
-      s.closed ? [undefined, patched(s, { total: s.total - 1 })] : T.requeueFirst(s, again))
-    return Effect.flatMap(STM.commit(tx), (queued) => {
-      const closing = destroyed(pool, entry)
-      if (queued === undefined) return Effect.zipRight(closing, Effect.fail(new PoolClosed({ pool: pool.name })))
-      const wait = waitFor(pool, queued, awaitWaiter(pool, restore, queued))
-      return Effect.zipRight(closing, Effect.flatMap(wait, (next) => revalidate(pool, restore, queued, next)))
-    })
-  })
-}
-
-/**
- * The driver's check, bounded by `validationTimeout`; a failure or a timeout says the connection is broken.
- *
- * @internal
- */
-export const validate = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<boolean> =>
-  pool.driver.validate!(entry.conn).pipe(
-    Effect.timeoutTo({ duration: pool.options.validationTimeout, onSuccess: (ok) => ok, onTimeout: () => false }),
-    Effect.catchAllCause((cause) =>
-      Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.as(Effect.logDebug(cause), false)
-    ),
-    Effect.tap((ok) => {
-      if (ok) return Effect.void
-      pool.counters.validationFailures++
-      return Effect.logDebug("connection failed validation; closing it")
-    })
-  )
 
 /**
  * Suspends until a transaction completes the waiter. An interruption cancels it: handled after `restore` rather
@@ -418,4 +375,3 @@ export const retire = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<voi
   return checkIn(pool, entry)
 }
 
-const succeedEntry = <A>(entry: Entry<A>): Effect.Effect<Entry<A>> => Effect.succeed(entry)

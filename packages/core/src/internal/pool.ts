@@ -37,7 +37,9 @@ import type { Job, Start } from "./waiter.js"
 // The pool: its fields, and its public methods, each a few lines over the internal modules:
 // - `state.ts`, `transitions.ts`: the state and its transitions (the only place plain fields are written under STM)
 // - `waiter.ts`: waiters and `withConnectionCallback`'s jobs
-// - `handoff.ts`: acquire, checkout and validation, release, and the arrival of a new connection
+// - `handoff.ts`: acquire, release, and the arrival of a new connection
+// - `checkout.ts`: validating a connection before it is lent, and trying again when it is broken
+// - `deadline.ts`: one `acquireTimeout` over waiting, connecting and validating; what `PoolTimeout` reports
 // - `callback.ts`: the `withConnectionCallback` path
 // - `connections.ts`: connect, spawn, create, a failed connect, close
 // - `background.ts`: the sweeper, housekeeper, maintainer, prober and grower fibers

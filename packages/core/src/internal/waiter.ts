@@ -3,6 +3,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Tracer from "effect/Tracer"
 import type { PoolError } from "../PoolError.js"
+import type { Budget } from "./deadline.js"
 import type { Entry } from "./state.js"
 import type { Closing } from "./transitions.js"
 
@@ -41,6 +42,8 @@ export class Waiter<A> {
   spawn = 0
   wake = false
   traced = false
+  /** What its acquire spent before it queued (validating a broken connection); set off the hot path only. */
+  budget: Budget | undefined = undefined
 
   /**
    * Called once, by whoever took the waiter in a transaction. Once a job is attached, it gets the failures; a
