@@ -2,7 +2,7 @@
  * What a strict-FIFO handoff costs in effect 3 before any pool features, next to `ConnectionPool` and effect's
  * `Pool.make`: the evidence behind the core suite's contended target. Opt-in (`npm run bench -- floor`).
  *
- * Same case as core's 1000-fiber run (10 tokens, 1000 fibers × 100 cycles, the use yields once), four subjects:
+ * Same case as core's 1000-fiber run (10 tokens, 1000 fibers × 100 cycles, the use yields once), six subjects:
  *
  * - a fair handoff with its state in plain mutable fields (a token array and a waiter queue): the floor of a
  *   strict-FIFO pool on effect's fiber runtime;
@@ -11,6 +11,8 @@
  *   effect's `List`, which the pool stopped using as too slow): what "state in STM, one transaction per acquire
  *   and per release" costs before any feature;
  * - `ConnectionPool.withConnection` (the same, plus timeouts, metrics, validation, spans, connects);
+ * - the plain-state handoff borrowed the scoped way (`Effect.scoped(Effect.acquireRelease(…))`), and
+ *   `ConnectionPool`'s scoped `get`: the floor under the scoped target, and where the pool is against it;
  * - effect's `Pool.make` (`Effect.scoped(Pool.get)`), which is not FIFO.
  */
 import { Effect, Pool, STM, TRef } from "effect"
@@ -43,6 +45,12 @@ class PlainFair {
   with(check: Check): Effect.Effect<void> {
     return Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(restore(this.acquire), (token) => Effect.ensuring(restore(check.use(token)), this.release(token)))
+    )
+  }
+  /** The same handoff borrowed the scoped way, as `Effect.scoped(Pool.get)` is: the floor of a fair scoped borrow. */
+  scoped(check: Check): Effect.Effect<void> {
+    return Effect.scoped(
+      Effect.flatMap(Effect.acquireRelease(this.acquire, (token) => this.release(token)), (token) => check.use(token))
     )
   }
 }
@@ -160,11 +168,17 @@ export const main = async (): Promise<void> => {
     const plain = new PlainFair()
     const initial = new FairState(Stack.fromArray(plain.idle), Stack.nil, Stack.nil, 0)
     const stm = new StmFair(yield* TRef.make(initial))
-    const checks = [new Check(), new Check(), new Check(), new Check()]
+    const checks = Array.from({ length: 6 }, () => new Check())
     const subjects: ReadonlyArray<Subject> = [
       { name: "fair handoff, plain state", cycle: plain.with(checks[0]), check: checks[0] },
       { name: "fair handoff, state in a TRef (2 commits/cycle)", cycle: stm.with(checks[1]), check: checks[1] },
       { name: "ConnectionPool withConnection", cycle: pool.withConnection((c) => checks[2].use(c)), check: checks[2] },
+      { name: "fair handoff, plain state, scoped borrow", cycle: plain.scoped(checks[4]), check: checks[4] },
+      {
+        name: "ConnectionPool get (scoped)",
+        cycle: Effect.scoped(Effect.flatMap(pool.get, (c) => checks[5].use(c))),
+        check: checks[5]
+      },
       {
         name: "effect Pool.make",
         cycle: Effect.scoped(Effect.flatMap(Pool.get(effectPool), (c) => checks[3].use(c))),
