@@ -141,7 +141,18 @@ export const fields = Options.all({
     "Connect failures in a row that open the circuit breaker (callers then fail at once). Default 5; 0 is off."
   ),
   breakerBackoff: duration("breaker-backoff", "Delay before the breaker's first probe, doubling. Default 500ms."),
-  breakerBackoffMax: duration("breaker-backoff-max", "Cap of the breaker's probe delay. Default 5s.")
+  breakerBackoffMax: duration("breaker-backoff-max", "Cap of the breaker's probe delay. Default 5s."),
+  leakDetectionThreshold: duration(
+    "leak-detection-threshold",
+    "A connection held longer than this logs a leak warning (it is not closed). Default off."
+  ),
+  nested: Options.choice("nested", ["reuse", "fail", "allow"]).pipe(
+    Options.withDescription(
+      "A fiber that holds a connection and asks again: reuse it (default), fail with NestedAcquire, or allow a " +
+        "second one."
+    ),
+    Options.optional
+  )
 })
 
 /**

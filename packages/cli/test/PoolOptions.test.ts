@@ -50,7 +50,9 @@ describe("PoolOptions", () => {
         "--reuse", "fifo",
         "--breaker-threshold", "3",
         "--breaker-backoff", "1s",
-        "--breaker-backoff-max", "20s"
+        "--breaker-backoff-max", "20s",
+        "--leak-detection-threshold", "10s",
+        "--nested", "fail"
       ])
       const expected: Required<ConnectionPool.PoolConfig> = {
         name: "app",
@@ -71,7 +73,9 @@ describe("PoolOptions", () => {
         reuse: "fifo",
         breakerThreshold: 3,
         breakerBackoff: Duration.seconds(1),
-        breakerBackoffMax: Duration.seconds(20)
+        breakerBackoffMax: Duration.seconds(20),
+        leakDetectionThreshold: Duration.seconds(10),
+        nested: "fail"
       }
       assert.deepStrictEqual(Object.keys(config).sort(), poolConfigFields().sort())
       for (const [key, value] of Object.entries(expected)) {

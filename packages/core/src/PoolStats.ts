@@ -49,6 +49,12 @@ export interface PoolStats {
    * room for more (see `ConnectionError.atCapacity`).
    */
   readonly ceiling: number
+  /**
+   * Borrows held past `leakDetectionThreshold` since the pool was made (each reported once), and how many of
+   * them are still out. Both 0 while leak detection is off.
+   */
+  readonly leaksSuspected: number
+  readonly leaked: number
 }
 
 /**

@@ -28,6 +28,10 @@ export const keys = {
     description: "Acquisitions that timed out",
     incremental: true
   }),
+  leaks: MetricKey.counter("db.client.connection.leaks", {
+    description: "Borrows held longer than leakDetectionThreshold (suspected leaks)",
+    incremental: true
+  }),
   createTime: MetricKey.histogram(
     "db.client.connection.create_time",
     seconds,
@@ -64,6 +68,7 @@ export const forPool = (name: string) => {
     idleMin: make(keys.idleMin),
     breakerOpen: make(keys.breakerOpen),
     timeouts: make(keys.timeouts),
+    leaks: make(keys.leaks),
     createTime: make(keys.createTime),
     waitTime: make(keys.waitTime),
     useTime: make(keys.useTime)

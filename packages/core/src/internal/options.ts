@@ -25,6 +25,9 @@ export interface Resolved {
   readonly breakerThreshold: number
   readonly breakerBackoff: number
   readonly breakerBackoffMax: number
+  /** `Infinity` when leak detection is off. */
+  readonly leakDetectionThreshold: number
+  readonly nested: "reuse" | "fail" | "allow"
 }
 
 const invalid = (option: string, value: unknown, reason: string) => new InvalidConfig({ option, value, reason })
@@ -126,7 +129,14 @@ export const resolve = (options: PoolConfig): Effect.Effect<Resolved, InvalidCon
       connectBackoffMax: backoffMax,
       shutdownTimeout: yield* duration("shutdownTimeout", options.shutdownTimeout, "30 seconds", { zero: true }),
       reuse: yield* reuse(options.reuse),
-      ...(yield* breaker(options))
+      ...(yield* breaker(options)),
+      leakDetectionThreshold: yield* duration(
+        "leakDetectionThreshold",
+        options.leakDetectionThreshold,
+        Duration.infinity,
+        { infinite: true }
+      ),
+      nested: yield* nested(options.nested)
     }
   })
 
@@ -134,6 +144,11 @@ const reuse = (input: PoolConfig["reuse"]): Effect.Effect<"lifo" | "fifo", Inval
   input === undefined || input === "lifo" || input === "fifo"
     ? Effect.succeed(input ?? "lifo")
     : Effect.fail(invalid("reuse", input, `must be "lifo" or "fifo"`))
+
+const nested = (input: PoolConfig["nested"]): Effect.Effect<"reuse" | "fail" | "allow", InvalidConfig> =>
+  input === undefined || input === "reuse" || input === "fail" || input === "allow"
+    ? Effect.succeed(input ?? "reuse")
+    : Effect.fail(invalid("nested", input, `must be "reuse", "fail" or "allow"`))
 
 const breaker = (options: PoolConfig) =>
   Effect.gen(function*() {

@@ -23,6 +23,7 @@ import { callback } from "./callback.js"
 import { acquire, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
+import * as nested from "./nested.js"
 import { resolve, type Resolved } from "./options.js"
 import { type Entry, initial, type State } from "./state.js"
 import * as stats from "./stats.js"
@@ -37,6 +38,8 @@ import type { Start } from "./waiter.js"
 // - `connections.ts`: connect, spawn, create, a failed connect, close
 // - `background.ts`: the sweeper, housekeeper, maintainer, prober and grower fibers
 // - `lifecycle.ts`: start, invalidate, drain, resize, shutdown
+// - `nested.ts`: the borrow paths that know their fiber (nested acquire; who borrowed, for `leak.ts`)
+// - `leak.ts`: leak detection
 // - `stats.ts`: counters, the one `modify` that publishes gauges, `stats`
 
 /** @internal */
@@ -58,6 +61,12 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly spanOptions: Tracer.SpanOptions
   readonly get: Effect.Effect<A, PoolError, Scope.Scope>
   readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
+  /** What each fiber holds from this pool, keyed by the fiber (see `nested.ts`). */
+  readonly holds = new Map<object, nested.Hold<A>>()
+  /** Borrows out, while leak detection is on. */
+  readonly borrows = new Map<Entry<A>, nested.Hold<A>>()
+  /** Borrows go through `nested.ts`: unless `nested: "allow"` and leak detection is off. */
+  readonly fiberAware: boolean
   /** Scratch for the acquire transaction: whether its caller runs under a span. */
   traced = false
   /** Connects in a row that failed at capacity: the grower's backoff. Plain: it decides nothing in a transaction. */
@@ -90,8 +99,9 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     stats.publishLimits(this)
     this.takeTx = makeTakeTx(this)
     this.tryTakeTx = makeTryTakeTx(this)
-    this.get = this.scoped(false)
-    this.tryGet = this.scoped(true)
+    this.fiberAware = nested.fiberAware(this)
+    this.get = this.fiberAware ? nested.scoped(this, false) : this.scoped(false)
+    this.tryGet = this.fiberAware ? nested.scoped(this, true) : this.scoped(true)
   }
 
   get name() {
@@ -126,6 +136,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   }
 
   use<X, E, R>(neverWait: boolean, f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R> {
+    if (this.fiberAware) return nested.use(this, neverWait, f)
     return Effect.uninterruptibleMask((restore) =>
       acquire(this, restore, neverWait, (entry) =>
         Effect.flatMap(
@@ -146,7 +157,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   withConnectionCallback<X, E>(
     start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
   ): Effect.Effect<X, E | PoolError> {
-    return callback(this, start as Start<A>)
+    return this.fiberAware ? nested.callback(this, start as Start<A>) : callback(this, start as Start<A>)
   }
 
   invalidate(conn: A): Effect.Effect<void> {
@@ -167,7 +178,8 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 }
 
 /** `f(conn)`, with a callback that throws instead of returning an Effect turned into that Effect's defect. */
-const applied = <A, X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>, conn: A): Effect.Effect<X, E, R> => {
+/** @internal */
+export const applied = <A, X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>, conn: A): Effect.Effect<X, E, R> => {
   try {
     return f(conn)
   } catch (defect) {

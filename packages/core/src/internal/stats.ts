@@ -25,6 +25,9 @@ export class Counters {
   validationFailures = 0
   waitTotalMs = 0
   waitMaxMs = 0
+  /** Borrows that outlived `leakDetectionThreshold`, ever, and those of them not returned yet. */
+  leaksSuspected = 0
+  leaked = 0
 }
 
 /** Every state change goes through here: one `TRef.modify`, gauges published from the new state. @internal */
@@ -74,7 +77,9 @@ export const snapshot = <A>(pool: PoolImpl<A>, s: State<A>): PoolStats => {
     waitTimeMaxMs: c.waitMaxMs,
     breakerOpen: s.breaker !== undefined,
     consecutiveConnectFailures: s.failures,
-    ceiling: limitOf(s)
+    ceiling: limitOf(s),
+    leaksSuspected: c.leaksSuspected,
+    leaked: c.leaked
   }
 }
 

@@ -17,7 +17,9 @@ const summed = [
   "emptyFailures",
   "connectFailures",
   "validationFailures",
-  "ceiling"
+  "ceiling",
+  "leaksSuspected",
+  "leaked"
 ] as const
 
 /** Several pools as one: gauges and counters summed, mean wait weighted by acquisitions. @internal */
