@@ -2,10 +2,11 @@ import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import type * as Tracer from "effect/Tracer"
-import type { Hold } from "./nested.js"
 import type { PoolImpl } from "./pool.js"
+import type { Entry } from "./state.js"
 import { noTags } from "./stats.js"
 
 // Leak detection (`leakDetectionThreshold`), HikariCP's for fibers. While it is on, every borrow from the pool is
@@ -14,6 +15,17 @@ import { noTags } from "./stats.js"
 // is later returned says so. Nothing is closed: a long borrow may be legitimate (a long transaction, a stream).
 // While it is off, nothing here runs and no borrow is noted.
 
+/** One borrow, watched. Also the token its releaser hands back, so that a later borrow of the entry is not touched. */
+export class Borrow<A> {
+  reported = false
+  constructor(
+    readonly entry: Entry<A>,
+    readonly fiber: Fiber.RuntimeFiber<any, any>,
+    readonly span: Tracer.AnySpan | undefined,
+    readonly since: number
+  ) {}
+}
+
 /** @internal */
 export const enabled = <A>(pool: PoolImpl<A>): boolean => pool.options.leakDetectionThreshold !== Infinity
 
@@ -21,10 +33,10 @@ export const enabled = <A>(pool: PoolImpl<A>): boolean => pool.options.leakDetec
  * Notes a borrow: when, and under which span of its fiber (the caller's; for a callback operation started by a
  * giver, still its caller's).
  */
-export const track = <A>(pool: PoolImpl<A>, hold: Hold<A>): void => {
-  hold.since = pool.now()
-  hold.span = hold.fiber.currentSpan
-  pool.borrows.set(hold.entry, hold)
+export const track = <A>(pool: PoolImpl<A>, entry: Entry<A>, fiber: Fiber.RuntimeFiber<any, any>): Borrow<A> => {
+  const borrow = new Borrow(entry, fiber, fiber.currentSpan, pool.now())
+  pool.borrows.set(entry, borrow)
+  return borrow
 }
 
 /**
@@ -33,7 +45,7 @@ export const track = <A>(pool: PoolImpl<A>, hold: Hold<A>): void => {
  */
 export const returned = <A, X, E>(
   pool: PoolImpl<A>,
-  borrow: Hold<A>,
+  borrow: Borrow<A>,
   then: Effect.Effect<X, E>
 ): Effect.Effect<X, E> => {
   if (pool.borrows.get(borrow.entry) === borrow) pool.borrows.delete(borrow.entry)
@@ -59,7 +71,7 @@ export const watcher = <A>(pool: PoolImpl<A>): Effect.Effect<never> => {
     const threshold = pool.options.leakDetectionThreshold
     const now = pool.now()
     let next = now + threshold
-    const due: Array<Hold<A>> = []
+    const due: Array<Borrow<A>> = []
     for (const borrow of pool.borrows.values()) {
       if (borrow.reported) continue
       const at = borrow.since + threshold
@@ -75,7 +87,7 @@ export const watcher = <A>(pool: PoolImpl<A>): Effect.Effect<never> => {
   return Effect.forever(pass)
 }
 
-const report = <A>(pool: PoolImpl<A>, borrow: Hold<A>, now: number): Effect.Effect<void> =>
+const report = <A>(pool: PoolImpl<A>, borrow: Borrow<A>, now: number): Effect.Effect<void> =>
   Effect.suspend(() => {
     pool.counters.leaksSuspected++
     pool.counters.leaked++

@@ -4,7 +4,6 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Scope from "effect/Scope"
-import type * as Tracer from "effect/Tracer"
 import { NestedAcquire, type PoolError } from "../PoolError.js"
 import { callback as plainCallback } from "./callback.js"
 import { acquire, release } from "./handoff.js"
@@ -14,27 +13,23 @@ import type { Entry } from "./state.js"
 import type { Start } from "./waiter.js"
 
 // The borrow paths that know their fiber, taken instead of the plain ones in `pool.ts` unless `nested: "allow"`
-// and leak detection is off. A fiber's borrow is noted in the pool's `holds`, keyed by the fiber itself: state
-// local to the fiber, as a `FiberRef` would be, but whose first write on a fiber does not copy the fiber's
-// whole `FiberRefs` map (effect 3's are immutable), which cost a fifth of a borrow for a fiber per request. A
-// nested borrow (the fiber asks again while it holds one) reuses the fiber's connection (`"reuse"`) or fails at
-// once (`"fail"`) instead of waiting for a second one, which deadlocks the pool when `maxSize` fibers all do it.
+// and leak detection is off. What a fiber holds is in the pool's `holds`, keyed by the fiber itself: state local
+// to the fiber, as a `FiberRef` would be, but whose first write on a fiber does not copy the fiber's whole
+// `FiberRefs` map (effect 3's are immutable), which cost a fifth of a borrow for a fiber per request; a weak map,
+// so a fiber's entry goes with it. A nested borrow (the fiber asks again while it holds one) reuses the fiber's
+// connection (`"reuse"`) or fails at once (`"fail"`) instead of waiting for a second one, which deadlocks the
+// pool when `maxSize` fibers all do it.
 //
 // Only the fiber that borrowed holds the connection: a fiber it forks is another key, and borrows its own. Two
 // fibers using one connection at once is unsafe.
 
 type AnyFiber = Fiber.RuntimeFiber<any, any>
 
-/**
- * One borrow from the pool by one fiber, and the borrows nested in it (`count`). Under leak detection, also when
- * it began and the span it began under (see `leak.ts`).
- */
+/** What one fiber holds from one pool: a connection, and how many borrows (the first and those nested in it) use it. */
 export class Hold<A> {
-  count = 1
-  since = 0
-  span: Tracer.AnySpan | undefined = undefined
-  reported = false
-  constructor(readonly entry: Entry<A>, readonly fiber: AnyFiber) {}
+  entry: Entry<A> | undefined = undefined
+  count = 0
+  borrow: leak.Borrow<A> | undefined = undefined
 }
 
 /** @internal */
@@ -47,16 +42,28 @@ const nestedError = <A>(pool: PoolImpl<A>, fiber: AnyFiber) =>
 const unknownState = (cause: Cause.Cause<unknown> | undefined): boolean =>
   cause !== undefined && (Cause.isInterrupted(cause) || Cause.isDie(cause))
 
-/** What the fiber holds from this pool, when nested borrows are detected at all. */
-const heldBy = <A>(pool: PoolImpl<A>, fiber: AnyFiber): Hold<A> | undefined =>
-  pool.options.nested === "allow" ? undefined : pool.holds.get(fiber)
+/** The fiber's hold on this pool (made on its first borrow), when nested borrows are detected at all. */
+const holdOf = <A>(pool: PoolImpl<A>, fiber: AnyFiber): Hold<A> | undefined => {
+  if (pool.options.nested === "allow") return undefined
+  let hold = pool.holds.get(fiber)
+  if (hold === undefined) pool.holds.set(fiber, hold = new Hold())
+  return hold
+}
 
 /** A connection from the pool: the fiber now holds it, and leak detection watches it. */
-const claim = <A>(pool: PoolImpl<A>, fiber: AnyFiber, entry: Entry<A>): Hold<A> => {
-  const hold = new Hold(entry, fiber)
-  if (pool.options.nested !== "allow") pool.holds.set(fiber, hold)
-  if (leak.enabled(pool)) leak.track(pool, hold)
-  return hold
+const claim = <A>(
+  pool: PoolImpl<A>,
+  fiber: AnyFiber,
+  hold: Hold<A> | undefined,
+  entry: Entry<A>
+): leak.Borrow<A> | undefined => {
+  const borrow = leak.enabled(pool) ? leak.track(pool, entry, fiber) : undefined
+  if (hold !== undefined) {
+    hold.entry = entry
+    hold.count = 1
+    hold.borrow = borrow
+  }
+  return borrow
 }
 
 /**
@@ -65,31 +72,37 @@ const claim = <A>(pool: PoolImpl<A>, fiber: AnyFiber, entry: Entry<A>): Hold<A> 
  */
 const letGo = <A, X, E>(
   pool: PoolImpl<A>,
-  hold: Hold<A>,
+  hold: Hold<A> | undefined,
+  entry: Entry<A>,
+  borrow: leak.Borrow<A> | undefined,
   failure: Cause.Cause<unknown> | undefined,
   then: Effect.Effect<X, E>
 ): Effect.Effect<X, E> => {
-  const entry = hold.entry
-  if (--hold.count > 0) {
-    if (unknownState(failure)) entry.invalid = true
-    return then
+  if (hold !== undefined && hold.entry === entry) {
+    if (--hold.count > 0) {
+      if (unknownState(failure)) entry.invalid = true
+      return then
+    }
+    hold.entry = undefined
+    hold.borrow = undefined
   }
-  if (pool.holds.get(hold.fiber) === hold) pool.holds.delete(hold.fiber)
   const back = release(pool, entry, failure, then)
-  return leak.enabled(pool) ? leak.returned(pool, hold, back) : back
+  return borrow === undefined ? back : leak.returned(pool, borrow, back)
 }
 
 /** One more borrow of the connection the fiber holds, for the duration of `f`. */
 const again = <A, X, E, R>(
   pool: PoolImpl<A>,
-  held: Hold<A>,
+  hold: Hold<A>,
+  entry: Entry<A>,
   f: (conn: A) => Effect.Effect<X, E, R>
 ): Effect.Effect<X, E, R> =>
   Effect.uninterruptibleMask((restore) => {
-    held.count++
+    hold.count++
+    const borrow = hold.borrow
     return Effect.flatMap(
-      Effect.exit(restore(f(held.entry.conn))),
-      (exit) => letGo(pool, held, exit._tag === "Failure" ? exit.cause : undefined, exit)
+      Effect.exit(restore(f(entry.conn))),
+      (exit) => letGo(pool, hold, entry, borrow, exit._tag === "Failure" ? exit.cause : undefined, exit)
     )
   })
 
@@ -100,43 +113,55 @@ export const use = <A, X, E, R>(
   f: (conn: A) => Effect.Effect<X, E, R>
 ): Effect.Effect<X, E | PoolError, R> =>
   Effect.withFiberRuntime((fiber) => {
-    const held = heldBy(pool, fiber)
+    const hold = holdOf(pool, fiber)
+    const held = hold?.entry
     if (held !== undefined) {
       if (pool.options.nested === "fail") return nestedError(pool, fiber)
-      return again(pool, held, (conn) => applied(f, conn))
+      return again(pool, hold!, held, (conn) => applied(f, conn))
     }
     return Effect.uninterruptibleMask((restore) =>
       acquire(pool, restore, neverWait, (entry) => {
-        const hold = claim(pool, fiber, entry)
+        const borrow = claim(pool, fiber, hold, entry)
         return Effect.flatMap(
           Effect.exit(restore(applied(f, entry.conn))),
-          (exit) => letGo(pool, hold, exit._tag === "Failure" ? exit.cause : undefined, exit)
+          (exit) => letGo(pool, hold, entry, borrow, exit._tag === "Failure" ? exit.cause : undefined, exit)
         )
       })
     )
   })
 
 /** The scope's end is the borrow's. */
-const heldUntilClosed = <A>(pool: PoolImpl<A>, scope: Scope.Scope, hold: Hold<A>): Effect.Effect<A> =>
+const heldUntilClosed = <A>(
+  pool: PoolImpl<A>,
+  scope: Scope.Scope,
+  hold: Hold<A> | undefined,
+  entry: Entry<A>,
+  borrow: leak.Borrow<A> | undefined
+): Effect.Effect<A> =>
   Effect.as(
-    Scope.addFinalizerExit(scope, (exit) => letGo(pool, hold, Exit.isFailure(exit) ? exit.cause : undefined, Effect.void)),
-    hold.entry.conn
+    Scope.addFinalizerExit(
+      scope,
+      (exit) => letGo(pool, hold, entry, borrow, Exit.isFailure(exit) ? exit.cause : undefined, Effect.void)
+    ),
+    entry.conn
   )
 
 /** `get` / `tryGet`: the connection goes back when the caller's scope closes. @internal */
 export const scoped = <A>(pool: PoolImpl<A>, neverWait: boolean): Effect.Effect<A, PoolError, Scope.Scope> =>
   Effect.flatMap(Effect.scope, (scope) =>
     Effect.withFiberRuntime((fiber) => {
-      const held = heldBy(pool, fiber)
+      const hold = holdOf(pool, fiber)
+      const held = hold?.entry
       if (held !== undefined) {
         if (pool.options.nested === "fail") return nestedError(pool, fiber)
         return Effect.uninterruptible(Effect.suspend(() => {
-          held.count++
-          return heldUntilClosed(pool, scope, held)
+          hold!.count++
+          return heldUntilClosed(pool, scope, hold, held, hold!.borrow)
         }))
       }
       return Effect.uninterruptibleMask((restore) =>
-        acquire(pool, restore, neverWait, (entry) => heldUntilClosed(pool, scope, claim(pool, fiber, entry)))
+        acquire(pool, restore, neverWait, (entry) =>
+          heldUntilClosed(pool, scope, hold, entry, claim(pool, fiber, hold, entry)))
       )
     }))
 
@@ -149,22 +174,24 @@ export const scoped = <A>(pool: PoolImpl<A>, neverWait: boolean): Effect.Effect<
  */
 export const callback = <A, X, E>(pool: PoolImpl<A>, start: Start<A>): Effect.Effect<X, E | PoolError> =>
   Effect.withFiberRuntime((fiber) => {
-    const held = heldBy(pool, fiber)
+    // read only: the fiber is suspended until the operation ends, so nothing can nest in it
+    const hold = pool.options.nested === "allow" ? undefined : pool.holds.get(fiber)
+    const held = hold?.entry
     if (held !== undefined) {
       if (pool.options.nested === "fail") return nestedError(pool, fiber)
-      return again(pool, held, (conn) => startOn(conn, start) as Effect.Effect<X, E>)
+      return again(pool, hold!, held, (conn) => startOn(conn, start) as Effect.Effect<X, E>)
     }
     if (!leak.enabled(pool)) return plainCallback<A, X, E>(pool, start)
-    let hold: Hold<A> | undefined
+    let borrow: leak.Borrow<A> | undefined
     const watched: Start<A> = (conn, done) => {
       const entry = pool.entries.get(conn)
-      if (entry !== undefined) leak.track(pool, hold = new Hold(entry, fiber))
+      if (entry !== undefined) borrow = leak.track(pool, entry, fiber)
       return start(conn, done)
     }
     return Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(
         Effect.exit(restore(plainCallback<A, X, E>(pool, watched))),
-        (exit) => hold === undefined ? exit : leak.returned(pool, hold, exit)
+        (exit) => borrow === undefined ? exit : leak.returned(pool, borrow, exit)
       )
     )
   })

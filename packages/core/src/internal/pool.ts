@@ -21,6 +21,7 @@ import type { InvalidConfig, PoolError } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
 import { callback } from "./callback.js"
 import { acquire, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
+import type { Borrow } from "./leak.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
 import * as nested from "./nested.js"
@@ -62,9 +63,9 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly get: Effect.Effect<A, PoolError, Scope.Scope>
   readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
   /** What each fiber holds from this pool, keyed by the fiber (see `nested.ts`). */
-  readonly holds = new Map<object, nested.Hold<A>>()
+  readonly holds = new WeakMap<object, nested.Hold<A>>()
   /** Borrows out, while leak detection is on. */
-  readonly borrows = new Map<Entry<A>, nested.Hold<A>>()
+  readonly borrows = new Map<Entry<A>, Borrow<A>>()
   /** Borrows go through `nested.ts`: unless `nested: "allow"` and leak detection is off. */
   readonly fiberAware: boolean
   /** Scratch for the acquire transaction: whether its caller runs under a span. */
