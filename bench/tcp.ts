@@ -4,13 +4,21 @@
  * - HTTP/1.1 GET on keep-alive connections to a `node:http` server in a child process: our `TcpPool.exchange` with
  *   a minimal HTTP/1.1 response parser, undici's `Pool`, and Node's `http.Agent({ keepAlive: true })`;
  * - Redis `PING` to a redis-server of the bench's own: our `TcpPool.exchange` against a `generic-pool` of sockets,
- *   both with the same one-line reply reading, so that the pools are what differs.
+ *   both with the same one-line reply reading, so that the pools are what differs; and two floors on effect's
+ *   runtime, no pool features, over the generic-pool subject's sockets: a fair handoff with its state in plain
+ *   fields, one `Effect.async` per request and the next request written from the reply's callback (what one
+ *   Effect borrow and one fiber wake cost against a Promise); and the same with one `STM.commit` per acquire and
+ *   one per release, the release committed inside the reply's callback through a `Runtime` (state in STM, one
+ *   transaction per acquire and per release, through the STM driver).
  *
- * Reported per subject: requests/s, latency p50 / p99 (from asking for a connection to having the reply), and the
- * fewest / most requests any one caller completed; then the ratios of each round, and their medians.
- * `TCP_SECONDS` (default 3) per run, `TCP_ROUNDS` (default 3), the subjects' order rotated each round.
+ * Reported per subject: requests/s, latency p50 / p99 (from asking for a connection to having the reply), the
+ * fewest / most requests any one caller completed, and the bench process's CPU time (user + system, every thread)
+ * per request: the servers run in processes of their own, so that is the client side's cost, which a loaded
+ * machine disturbs far less than it disturbs requests/s. Then the ratios of each round, and their medians.
+ * `TCP_SECONDS` (default 3) per run, `TCP_ROUNDS` (default 3), the subjects' order rotated each round, after one
+ * unmeasured warm-up pass over every subject.
  */
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Runtime, Scope, STM, TRef } from "effect"
 import genericPool from "generic-pool"
 import * as child from "node:child_process"
 import * as http from "node:http"
@@ -45,6 +53,8 @@ const UNDICI = "undici Pool"
 const AGENT = "http.Agent keepAlive"
 const OURS_REDIS = "TcpPool.exchange PING"
 const GENERIC = "generic-pool of sockets"
+const FLOOR = "floor: Effect.async, plain state"
+const FLOOR_STM = "floor + 2 STM commits"
 
 /** One run: what each caller completed before the deadline, and every latency. */
 class Tally {
@@ -105,7 +115,11 @@ const oursClient = async (
 ): Promise<Client> => {
   const scope = Effect.runSync(Scope.make())
   const pool = await Effect.runPromise(Scope.extend(TcpPool.make(options), scope))
-  const request = call(pool)
+  return effectClient(call(pool), () => Effect.runPromise(Scope.close(scope, Exit.void)))
+}
+
+/** `CALLERS` fibers looping `request`. */
+const effectClient = (request: Effect.Effect<boolean, unknown>, close: () => Promise<void>): Client => {
   return {
     run: (tally) => {
       const caller = (i: number) =>
@@ -128,7 +142,7 @@ const oursClient = async (
         })
       )
     },
-    close: () => Effect.runPromise(Scope.close(scope, Exit.void))
+    close
   }
 }
 
@@ -191,6 +205,13 @@ const parseLine = (data: Buffer) => {
 class PingSocket {
   private buffer = ""
   private waiting: ((reply: string) => void) | undefined = undefined
+  static connect(port: number): Promise<PingSocket> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ port, host: "127.0.0.1", noDelay: true })
+      socket.once("error", reject)
+      socket.once("connect", () => resolve(new PingSocket(socket)))
+    })
+  }
   constructor(readonly socket: net.Socket) {
     socket.setEncoding("utf8")
     socket.on("data", (d: string) => {
@@ -204,12 +225,52 @@ class PingSocket {
       resolve(reply)
     })
   }
-  ping(): Promise<string> {
-    return new Promise((resolve) => {
-      this.waiting = resolve
-      this.socket.write(PING)
-    })
+  /** Writes PING; `onReply` gets the reply line, from the socket's `data` callback. */
+  request(onReply: (reply: string) => void): void {
+    this.waiting = onReply
+    this.socket.write(PING)
   }
+  ping(): Promise<string> {
+    return new Promise((resolve) => this.request(resolve))
+  }
+}
+
+/**
+ * The floor of a strict-FIFO pool on effect's runtime for this exchange: plain fields, one `Effect.async` per
+ * request, the socket handed to the oldest waiter inside the reply's callback, its PING written there. With
+ * `stm`, a counter in a `TRef` is also updated in one `STM.commit` per acquire (in the caller's fiber) and one per
+ * release (inside the callback, through a `Runtime`): state in STM committed through the STM driver (the core
+ * commits its hot-path transitions without the journal); nothing else changes.
+ */
+const floorClient = async (port: number, stm: boolean): Promise<Client> => {
+  type Resume = (reply: Effect.Effect<boolean>) => void
+  const sockets = await Promise.all(Array.from({ length: CONNECTIONS }, () => PingSocket.connect(port)))
+  const idle = [...sockets]
+  const queue: Array<Resume> = []
+  let head = 0
+  const inUse = Effect.runSync(STM.commit(TRef.make(0)))
+  const runSync = Runtime.runSync(Effect.runSync(Effect.runtime<never>()))
+  const acquireTx = STM.commit(TRef.update(inUse, (n) => n + 1))
+  const releaseTx = STM.commit(TRef.update(inUse, (n) => n - 1))
+  const start = (socket: PingSocket, resume: Resume) =>
+    socket.request((reply) => {
+      if (stm) runSync(releaseTx)
+      if (head < queue.length) {
+        const next = queue[head]
+        queue[head++] = undefined as never
+        if (head === queue.length) queue.length = head = 0
+        start(socket, next)
+      } else idle.push(socket)
+      resume(Effect.succeed(reply === "+PONG"))
+    })
+  const wait = Effect.async<boolean>((resume) => {
+    const socket = head === queue.length ? idle.pop() : undefined
+    if (socket !== undefined) start(socket, resume)
+    else queue.push(resume)
+  })
+  return effectClient(stm ? Effect.zipRight(acquireTx, wait) : wait, async () => {
+    for (const s of sockets) s.socket.destroy()
+  })
 }
 
 const redisSubjects = (port: number): ReadonlyArray<Subject> => [
@@ -225,12 +286,7 @@ const redisSubjects = (port: number): ReadonlyArray<Subject> => [
     name: GENERIC,
     open: async () => {
       const pool = genericPool.createPool<PingSocket>({
-        create: () =>
-          new Promise((resolve, reject) => {
-            const socket = net.connect({ port, host: "127.0.0.1", noDelay: true })
-            socket.once("error", reject)
-            socket.once("connect", () => resolve(new PingSocket(socket)))
-          }),
+        create: () => PingSocket.connect(port),
         destroy: async (s) => void s.socket.destroy()
       }, { max: CONNECTIONS, min: 0 })
       return promiseClient(async () => {
@@ -245,7 +301,9 @@ const redisSubjects = (port: number): ReadonlyArray<Subject> => [
         await pool.clear()
       })
     }
-  }
+  },
+  { name: FLOOR, open: () => floorClient(port, false) },
+  { name: FLOOR_STM, open: () => floorClient(port, true) }
 ]
 
 interface Result {
@@ -256,6 +314,21 @@ interface Result {
   readonly fewest: number
   readonly most: number
   readonly wrong: number
+  /** The bench process's CPU time per request, in µs. */
+  readonly cpu: number
+}
+
+/** Every subject once, unmeasured, so that round 1's first subject does not pay alone for compiling the code. */
+const warmUp = async (subjects: ReadonlyArray<Subject>): Promise<void> => {
+  for (const subject of subjects) {
+    progress(`warm-up: ${subject.name}`)
+    const client = await subject.open()
+    try {
+      await client.run(new Tally(performance.now() + WARMUP_MS))
+    } finally {
+      await client.close()
+    }
+  }
 }
 
 const measure = async (subject: Subject, seconds: number): Promise<Result> => {
@@ -265,9 +338,11 @@ const measure = async (subject: Subject, seconds: number): Promise<Result> => {
     await client.run(warm)
     gc()
     const start = performance.now()
+    const cpu = process.cpuUsage()
     const tally = new Tally(start + seconds * 1000)
     await client.run(tally)
     const elapsed = (performance.now() - start) / 1000
+    const used = process.cpuUsage(cpu)
     const quantile = nearestRank([tally.all])
     const fairness = fairnessOf(tally.counts)
     return {
@@ -277,7 +352,8 @@ const measure = async (subject: Subject, seconds: number): Promise<Result> => {
       p99: quantile(0.99),
       fewest: fairness.fewest,
       most: fairness.most,
-      wrong: tally.wrong
+      wrong: tally.wrong,
+      cpu: (used.user + used.system) / tally.n
     }
   } finally {
     await client.close()
@@ -304,7 +380,7 @@ const startHttpServer = (): Promise<{ port: number; stop: () => void }> =>
   })
 
 const row = (r: Result) =>
-  `| ${r.name} | ${rate(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${r.fewest} / ${r.most} |` +
+  `| ${r.name} | ${rate(r.rps)} | ${ms(r.p50)} | ${ms(r.p99)} | ${r.fewest} / ${r.most} | ${r.cpu.toFixed(1)} |` +
   (r.wrong > 0 ? ` ${r.wrong} wrong` : "")
 
 export const main = async (): Promise<void> => {
@@ -321,9 +397,17 @@ export const main = async (): Promise<void> => {
     `- undici ${versionOf("undici")}, generic-pool ${versionOf("generic-pool")}, effect ${versionOf("effect")}; ` +
       `node:http server in a child process, redis-server on 127.0.0.1:${redisServer.port}`
   )
-  const ratios = { agent: [] as Array<number>, undici: [] as Array<number>, generic: [] as Array<number> }
+  const ratios = {
+    agent: [] as Array<number>,
+    undici: [] as Array<number>,
+    generic: [] as Array<number>,
+    floor: [] as Array<number>,
+    floorStm: [] as Array<number>
+  }
+  const all = new Map<string, Array<Result>>()
   const problems: Array<string> = []
   try {
+    await warmUp([...httpSubjects(httpServer.port), ...redisSubjects(redisServer.port)])
     for (let r = 0; r < rounds; r++) {
       const results = new Map<string, Result>()
       const subjects = [...rotate(httpSubjects(httpServer.port), r), ...rotate(redisSubjects(redisServer.port), r)]
@@ -331,20 +415,24 @@ export const main = async (): Promise<void> => {
         progress(`round ${r + 1}: ${subject.name}`)
         const result = await measure(subject, seconds)
         results.set(subject.name, result)
+        all.set(subject.name, [...(all.get(subject.name) ?? []), result])
         if (result.wrong > 0) problems.push(`${subject.name}: ${result.wrong} wrong replies in round ${r + 1}`)
       }
       console.log("")
       console.log(`## Round ${r + 1}`)
-      console.log("| subject | req/s | p50 ms | p99 ms | fewest / most per caller |")
-      console.log("|---|---|---|---|---|")
+      console.log("| subject | req/s | p50 ms | p99 ms | fewest / most per caller | CPU µs/req |")
+      console.log("|---|---|---|---|---|---|")
       for (const result of results.values()) console.log(row(result))
       const rps = (name: string) => results.get(name)!.rps
       ratios.agent.push(rps(OURS_HTTP) / rps(AGENT))
       ratios.undici.push(rps(OURS_HTTP) / rps(UNDICI))
       ratios.generic.push(rps(OURS_REDIS) / rps(GENERIC))
+      ratios.floor.push(rps(FLOOR) / rps(GENERIC))
+      ratios.floorStm.push(rps(FLOOR_STM) / rps(GENERIC))
       console.log(
         `ratios: ours / http.Agent ${times(ratios.agent[r], 2)}, ours / undici ${times(ratios.undici[r], 2)}, ` +
-          `ours / generic-pool (Redis) ${times(ratios.generic[r], 2)}`
+          `ours / generic-pool (Redis) ${times(ratios.generic[r], 2)}; over generic-pool, the floor ` +
+          `${times(ratios.floor[r], 2)}, the floor with STM ${times(ratios.floorStm[r], 2)}`
       )
     }
   } finally {
@@ -359,6 +447,23 @@ export const main = async (): Promise<void> => {
   console.log(
     `- ours / generic-pool, Redis PING: ${times(median(ratios.generic), 2)} (rounds: ${list(ratios.generic)})`
   )
+  console.log(
+    `- floors / generic-pool, Redis PING: plain state ${times(median(ratios.floor), 2)} ` +
+      `(rounds: ${list(ratios.floor)}); with 2 STM commits ${times(median(ratios.floorStm), 2)} ` +
+      `(rounds: ${list(ratios.floorStm)})`
+  )
+  console.log("")
+  console.log(`## Each subject's medians over the ${rounds} rounds`)
+  console.log("| subject | req/s | min–max | p50 ms | p99 ms | CPU µs/req |")
+  console.log("|---|--:|--:|--:|--:|--:|")
+  for (const [name, results] of all) {
+    const of = (f: (r: Result) => number) => results.map(f)
+    const rps = of((r) => r.rps)
+    console.log(
+      `| ${name} | ${rate(median(rps))} | ${rate(Math.min(...rps))}–${rate(Math.max(...rps))} | ` +
+        `${ms(median(of((r) => r.p50)))} | ${ms(median(of((r) => r.p99)))} | ${median(of((r) => r.cpu)).toFixed(1)} |`
+    )
+  }
   const targets: ReadonlyArray<Target> = [
     { name: "HTTP ≥ 1.0× http.Agent", value: times(median(ratios.agent), 2), met: median(ratios.agent) >= 1 },
     { name: "HTTP ≥ 0.7× undici Pool", value: times(median(ratios.undici), 2), met: median(ratios.undici) >= 0.7 },

@@ -86,7 +86,10 @@ export interface PoolConfig {
   readonly minSize?: number | undefined
   /** Most connections open at once, in use or idle. Default 10. */
   readonly maxSize?: number | undefined
-  /** Longest a caller waits for a connection before `PoolTimeout`. Default 30 seconds. */
+  /**
+   * Longest an acquire may take, waiting in the queue, a connect opened for it and validating the connection it
+   * gets together, before `PoolTimeout` (which says which phase ran out). Default 30 seconds.
+   */
   readonly acquireTimeout?: Duration.DurationInput | undefined
   /** Longest one connect may take. Default: `acquireTimeout`. */
   readonly connectTimeout?: Duration.DurationInput | undefined
@@ -131,7 +134,7 @@ export interface PoolConfig {
    * Leak detection (HikariCP's option of the same name): a connection borrowed for longer than this logs a
    * warning naming the pool, how long it has been held, the borrowing fiber and the span it borrowed under (with
    * the span's source locations, Effect's stack), counted in `stats.leaksSuspected` and the
-   * `db.client.connection.leaks` counter. Returned later, it logs an info line saying so. The connection is
+   * `connection_pool.leaks` counter. Returned later, it logs an info line saying so. The connection is
    * never closed for it. Default off.
    */
   readonly leakDetectionThreshold?: Duration.DurationInput | undefined

@@ -41,28 +41,44 @@ export class PoolClosed extends Data.TaggedError("PoolClosed")<{
 }
 
 /**
- * No connection within `acquireTimeout`. `phase` says whether the caller was waiting for a connection to be
- * released (`"waiting"`) or for one being opened for it (`"connecting"`).
+ * No connection within `acquireTimeout`, which covers the whole acquire: waiting in the queue, a connect opened
+ * for the caller, and validating the connection it got. `phase` says what the caller was doing when time ran out:
+ * waiting for a connection to be released (`"waiting"`), for one being opened for it (`"connecting"`), or for the
+ * driver's check of the one it was about to get (`"validating"`). `waitingMs`, `connectingMs` and `validatingMs`
+ * split the time the acquire took (`waited`) between the three.
  *
  * @since 0.1.0
  * @category errors
  */
 export class PoolTimeout extends Data.TaggedError("PoolTimeout")<{
   readonly pool: string
-  readonly phase: "waiting" | "connecting"
+  readonly phase: "waiting" | "connecting" | "validating"
   /**
    * The limit that ran out: the caller's `acquireTimeout`, or `connectTimeout` for one connect (the caller's own
    * deadline may be longer).
    */
   readonly limit: "acquireTimeout" | "connectTimeout"
   readonly timeout: Duration.Duration
+  /** How long the acquire took, all phases together. */
   readonly waited: Duration.Duration
+  /** Of `waited`: queued for a connection to be released. */
+  readonly waitingMs: number
+  /** Of `waited`: queued while a connect started for this caller was opening. */
+  readonly connectingMs: number
+  /** Of `waited`: validating connections before lending them (a broken one is closed and the next one tried). */
+  readonly validatingMs: number
   readonly stats: PoolStats
 }> {
   override get message(): string {
-    const what = this.phase === "connecting" ? "a new connection to open" : "a connection to be released"
-    return `pool "${this.pool}" timed out after ${Duration.format(this.waited)} waiting for ${what} ` +
-      `(${this.limit} ${Duration.format(this.timeout)}; ${format(this.stats)})`
+    const what = this.phase === "connecting"
+      ? "waiting for a new connection to open"
+      : this.phase === "validating"
+      ? "validating a connection"
+      : "waiting for a connection to be released"
+    const ms = (n: number) => Math.round(n) === 0 ? "0ms" : Duration.format(Duration.millis(Math.round(n)))
+    return `pool "${this.pool}" timed out after ${Duration.format(this.waited)} ${what} ` +
+      `(${this.limit} ${Duration.format(this.timeout)}; waiting ${ms(this.waitingMs)}, connecting ` +
+      `${ms(this.connectingMs)}, validating ${ms(this.validatingMs)}; ${format(this.stats)})`
   }
 }
 

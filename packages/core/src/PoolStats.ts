@@ -31,7 +31,7 @@ export interface PoolStats {
   readonly hits: number
   /** Acquisitions served by a connection opened for them. */
   readonly misses: number
-  /** Waits that ended in `PoolTimeout`. */
+  /** Acquisitions that ran out of `acquireTimeout` (`PoolTimeout`), in any phase; not a caller's own timeout. */
   readonly timeouts: number
   /** `tryGet` calls that failed with `PoolEmpty`. */
   readonly emptyFailures: number

@@ -97,6 +97,62 @@ describe("withConnectionCallback", () => {
       assert.strictEqual(t.open().length, 0)
     }))
 
+  it.scoped("done gives the connection back at once: the next queued operation starts inside it", () =>
+    Effect.gen(function*() {
+      const t = makeDriver()
+      const pool = yield* ConnectionPool.make({ driver: t.driver, maxSize: 1 })
+      const first = operation()
+      const second = operation()
+      const a = yield* Effect.fork(pool.withConnectionCallback(first.start))
+      yield* settle
+      const b = yield* Effect.fork(pool.withConnectionCallback(second.start))
+      yield* settle
+      assert.deepStrictEqual([first.state.starts, second.state.starts], [1, 0])
+      // before done returns, and before the first caller's fiber runs again, the second operation has started
+      const startedInsideDone = yield* Effect.sync(() => {
+        first.state.done!(Exit.succeed(1))
+        return second.state.starts
+      })
+      assert.strictEqual(startedInsideDone, 1)
+      assert.strictEqual(second.state.conn, first.state.conn)
+      assert.strictEqual(yield* Fiber.join(a), 1)
+      const during = yield* pool.stats
+      assert.deepStrictEqual([during.inUse, during.idle, during.waiting, during.acquired], [1, 0, 0, 2])
+      yield* second.finish(Exit.succeed(2))
+      assert.strictEqual(yield* Fiber.join(b), 2)
+      const s = yield* pool.stats
+      assert.deepStrictEqual([s.total, s.idle, s.inUse, s.acquired, t.opened.length], [1, 1, 0, 2, 1])
+    }))
+
+  it.live("operations completed from outside any fiber (a driver's I/O callback) hand over in FIFO order", () =>
+    Effect.gen(function*() {
+      const t = makeDriver()
+      const pool = yield* ConnectionPool.make({ driver: t.driver, maxSize: 2 })
+      const order: Array<number> = []
+      const fails = new Set([7, 21])
+      const results = yield* Effect.forEach(
+        Array.from({ length: 60 }, (_, i) => i),
+        (i) =>
+          Effect.exit(pool.withConnectionCallback<number, string>((_conn, done) => {
+            order.push(i)
+            // a typed failure returns the connection; a defect closes it
+            setImmediate(() => done(fails.has(i) ? Exit.fail("bad") : i === 40 ? Exit.die("broken") : Exit.succeed(i)))
+          })),
+        { concurrency: "unbounded" }
+      )
+      assert.deepStrictEqual(order, Array.from({ length: 60 }, (_, i) => i))
+      results.forEach((exit, i) => {
+        if (fails.has(i)) assert.deepStrictEqual(exit, Exit.fail("bad"))
+        else if (i === 40) assert.isTrue(Exit.isFailure(exit) && Cause.isDie(exit.cause))
+        else assert.deepStrictEqual(exit, Exit.succeed(i))
+      })
+      const s = yield* pool.stats
+      assert.deepStrictEqual([s.inUse, s.waiting, s.acquired], [0, 0, 60])
+      assert.strictEqual(t.open().length, s.total)
+      assert.strictEqual(t.opened.filter((c) => c.closes === 1).length, 1) // the one that died, closed once
+      assert.isTrue(t.opened.every((c) => c.closes <= 1))
+    }).pipe(Effect.scoped))
+
   it.scoped("a caller interrupted while its operation runs has it cancelled and the connection closed", () =>
     Effect.gen(function*() {
       const t = makeDriver()

@@ -119,15 +119,15 @@ describe("observability", () => {
           m.metricKey.tags.some((tag) => tag.key === "db.client.connection.pool.name" && tag.value === "metrics-test") &&
           (state === undefined || m.metricKey.tags.some((tag) => tag.key === "db.client.connection.state" && tag.value === state))
         )?.metricState as any
-      assert.strictEqual(find("db.client.connection.count", "used").value, 1)
-      assert.strictEqual(find("db.client.connection.count", "idle").value, 0)
-      assert.strictEqual(find("db.client.connection.max").value, 1)
+      assert.strictEqual(find("db.client.connection.count", "used").count, 1) // UpDownCounters: counter state
+      assert.strictEqual(find("db.client.connection.count", "idle").count, 0)
+      assert.strictEqual(find("db.client.connection.max").count, 1)
       assert.strictEqual(find("db.client.connection.timeouts").count, 1)
       assert.strictEqual(find("db.client.connection.wait_time").count, 1)
       assert.strictEqual(find("db.client.connection.create_time").count, 1)
       yield* holder.release
       yield* settle
-      assert.strictEqual(find("db.client.connection.count", "idle").value, 1)
+      assert.strictEqual(find("db.client.connection.count", "idle").count, 1)
       assert.strictEqual(find("db.client.connection.use_time").count, 1)
     }))
 

@@ -24,7 +24,7 @@ const logged = <A, E, R>(f: (lines: Array<Line>) => Effect.Effect<A, E, R>) => {
 
 const leakCount = (pool: string) =>
   (Metric.unsafeSnapshot().find((m) =>
-    m.metricKey.name === "db.client.connection.leaks" &&
+    m.metricKey.name === "connection_pool.leaks" &&
     m.metricKey.tags.some((tag) => tag.key === "db.client.connection.pool.name" && tag.value === pool)
   )?.metricState as { count: number } | undefined)?.count ?? 0
 

@@ -29,15 +29,17 @@ describe("README: Telemetry", () => {
       assert.strictEqual(new Set(ids).size, 2) // a pool of two
       const pool = `db_client_connection_pool_name="orders"`
       const scope = `otel_scope_name="@effect/opentelemetry/Metrics"`
+      const conns = `${pool},unit="{connection}"`
+      const secs = `${pool},unit="s"`
       for (
         const line of [
-          `db_client_connection_max{${pool},${scope}} 2`,
-          `db_client_connection_create_time_count{${pool},${scope}} 2`,
-          `db_client_connection_wait_time_count{${pool},${scope}} 3`,
-          `db_client_connection_use_time_count{${pool},${scope}} 3`,
-          // the layer closed the pool
-          `db_client_connection_count{${pool},db_client_connection_state="used",${scope}} 0`,
-          `db_client_connection_count{${pool},db_client_connection_state="idle",${scope}} 0`
+          `db_client_connection_create_time_count{${secs},${scope}} 2`,
+          `db_client_connection_wait_time_count{${secs},${scope}} 3`,
+          `db_client_connection_use_time_count{${secs},${scope}} 3`,
+          // the layer closed the pool: no connections, and none allowed
+          `db_client_connection_count{${conns},db_client_connection_state="used",${scope}} 0`,
+          `db_client_connection_count{${conns},db_client_connection_state="idle",${scope}} 0`,
+          `db_client_connection_max{${conns},${scope}} 0`
         ]
       ) assert.include(text.split("\n"), line)
 

@@ -1,17 +1,23 @@
 import { assert, describe, it } from "@effect/vitest"
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api"
+import { DataPointType } from "@opentelemetry/sdk-metrics"
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base"
-import { Deferred, Effect, Exit, Fiber } from "effect"
+import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
 import { ConnectionPool } from "../src/index.js"
 import { withTelemetry } from "./otel.js"
 import { adjust, eventually, hold, makeDriver, settle } from "./utils.js"
 
 // What Prometheus reads: OTel's dots become underscores (in names and attribute keys), a monotonic sum gets
-// `_total`, a histogram `_bucket` (cumulative, `le` upper bounds), `_sum` and `_count`; every sample carries the
-// instrumentation scope. No unit suffix is added.
+// `_total`, an UpDownCounter (a non-monotonic sum) and a gauge are both `gauge`, a histogram `_bucket`
+// (cumulative, `le` upper bounds), `_sum` and `_count`; every sample carries the instrumentation scope. The unit
+// is on a `# UNIT` line, not a suffix; @effect/opentelemetry takes it from a `unit` attribute, which every sample
+// of the pool therefore carries too.
 const scope = `otel_scope_name="@effect/opentelemetry/Metrics"`
-const of = (pool: string, labels = "", le?: string) =>
-  `{db_client_connection_pool_name="${pool}"${labels},${scope}${le === undefined ? "" : `,le="${le}"`}}`
+const of = (pool: string, unit: string | undefined, labels = "", le?: string) =>
+  `{db_client_connection_pool_name="${pool}"${unit === undefined ? "" : `,unit="${unit}"`}${labels},${scope}` +
+  `${le === undefined ? "" : `,le="${le}"`}}`
+const conns = (pool: string, labels = "") => of(pool, "{connection}", labels)
+const secs = (pool: string, le?: string) => of(pool, "s", "", le)
 const used = `,db_client_connection_state="used"`
 const idle = `,db_client_connection_state="idle"`
 
@@ -26,7 +32,69 @@ const value = (text: string, series: string): number => {
   return Number(line.slice(series.length + 1))
 }
 
+/** The OpenTelemetry convention for each instrument: kind and unit. */
+const convention: ReadonlyArray<readonly [name: string, type: string, unit: string]> = [
+  ["db.client.connection.count", "UP_DOWN_COUNTER", "{connection}"],
+  ["db.client.connection.pending_requests", "UP_DOWN_COUNTER", "{request}"],
+  ["db.client.connection.max", "UP_DOWN_COUNTER", "{connection}"],
+  ["db.client.connection.limit", "UP_DOWN_COUNTER", "{connection}"],
+  ["db.client.connection.idle.max", "UP_DOWN_COUNTER", "{connection}"],
+  ["db.client.connection.idle.min", "UP_DOWN_COUNTER", "{connection}"],
+  ["db.client.connection.timeouts", "COUNTER", "{timeout}"],
+  ["db.client.connection.create_time", "HISTOGRAM", "s"],
+  ["db.client.connection.wait_time", "HISTOGRAM", "s"],
+  ["db.client.connection.use_time", "HISTOGRAM", "s"],
+  ["connection_pool.breaker.open", "UP_DOWN_COUNTER", "1"]
+]
+
 describe("Telemetry: the pool's metrics through OpenTelemetry's Prometheus exporter, scraped over HTTP", () => {
+  it.scoped("every series is exported from the pool's start, with the convention's instrument kind and unit", () =>
+    withTelemetry((otel) =>
+      Effect.gen(function*() {
+        yield* ConnectionPool.make({ name: "fresh", driver: makeDriver().driver, minSize: 0, maxSize: 4 })
+        // before any borrow, any connect, any wait
+        const text = yield* otel.scrape
+        assert.includeMembers(about(text, "fresh"), [
+          `db_client_connection_count${conns("fresh", used)} 0`,
+          `db_client_connection_count${conns("fresh", idle)} 0`,
+          `db_client_connection_pending_requests${of("fresh", "{request}")} 0`,
+          `db_client_connection_max${conns("fresh")} 4`,
+          `db_client_connection_limit${conns("fresh")} 4`,
+          `db_client_connection_idle_max${conns("fresh")} 4`,
+          `db_client_connection_idle_min${conns("fresh")} 0`,
+          `db_client_connection_timeouts_total${of("fresh", "{timeout}")} 0`,
+          `db_client_connection_create_time_count${secs("fresh")} 0`,
+          `db_client_connection_wait_time_count${secs("fresh")} 0`,
+          `db_client_connection_use_time_count${secs("fresh")} 0`,
+          `connection_pool_breaker_open${of("fresh", undefined)} 0`
+        ])
+        for (const [name, , unit] of convention) {
+          const prometheus = name.replaceAll(".", "_") + (name.endsWith("timeouts") ? "_total" : "")
+          assert.include(text, `# UNIT ${prometheus} ${unit}\n`)
+        }
+        assert.include(text, "# TYPE db_client_connection_count gauge") // how Prometheus shows an UpDownCounter
+        assert.include(text, "# TYPE db_client_connection_timeouts_total counter")
+        assert.include(text, "# TYPE db_client_connection_wait_time histogram")
+        // the instrument kinds as OpenTelemetry has them, before the Prometheus rendering folds them
+        const collected = yield* otel.collect
+        const metrics = collected.scopeMetrics.flatMap((s) => s.metrics)
+        for (const [name, type, unit] of convention) {
+          const metric = metrics.find((m) => m.descriptor.name === name)
+          if (metric === undefined) throw new Error(`no ${name} collected`)
+          // what an exporter (OTLP too) sees: an UpDownCounter is a non-monotonic sum, a Counter a monotonic one
+          const kind = metric.dataPointType === DataPointType.HISTOGRAM
+            ? "HISTOGRAM"
+            : metric.dataPointType === DataPointType.SUM
+            ? metric.isMonotonic ? "COUNTER" : "UP_DOWN_COUNTER"
+            : "GAUGE"
+          assert.deepStrictEqual([kind, metric.descriptor.unit], [type, unit], name)
+        }
+        // a finite bucket for every wait up to the default acquireTimeout (30 s), and beyond
+        const bounds = `db_client_connection_wait_time_bucket${secs("fresh", "50")}`
+        assert.strictEqual(value(text, bounds), 0)
+      })
+    ))
+
   it.scoped("db.client.connection.* follow the pool: counts by state, pending requests, limits, timeouts", () =>
     withTelemetry((otel) =>
       Effect.gen(function*() {
@@ -52,30 +120,31 @@ describe("Telemetry: the pool's metrics through OpenTelemetry's Prometheus expor
 
         // two held, one idle
         let text = yield* otel.scrape
-        assert.include(text, "# TYPE db_client_connection_count gauge")
         assert.includeMembers(about(text, "orders"), [
-          `db_client_connection_count${of("orders", used)} 2`,
-          `db_client_connection_count${of("orders", idle)} 1`,
-          `db_client_connection_pending_requests${of("orders")} 0`,
-          `db_client_connection_max${of("orders")} 3`,
-          `db_client_connection_idle_min${of("orders")} 1`,
+          `db_client_connection_count${conns("orders", used)} 2`,
+          `db_client_connection_count${conns("orders", idle)} 1`,
+          `db_client_connection_pending_requests${of("orders", "{request}")} 0`,
+          `db_client_connection_max${conns("orders")} 3`,
+          `db_client_connection_idle_max${conns("orders")} 3`,
+          `db_client_connection_idle_min${conns("orders")} 1`,
           // three connects of 10 ms each
-          `db_client_connection_create_time_count${of("orders")} 3`,
-          `db_client_connection_create_time_bucket${of("orders", "", "0.0064")} 0`,
-          `db_client_connection_create_time_bucket${of("orders", "", "0.0128")} 3`,
+          `db_client_connection_create_time_count${secs("orders")} 3`,
+          `db_client_connection_create_time_bucket${secs("orders", "0.005")} 0`,
+          `db_client_connection_create_time_bucket${secs("orders", "0.01")} 3`,
           // a got the idle one at once; b and c waited 10 ms for their connects
-          `db_client_connection_wait_time_count${of("orders")} 3`,
-          `db_client_connection_wait_time_bucket${of("orders", "", "0.0001")} 1`,
-          `db_client_connection_wait_time_bucket${of("orders", "", "0.0128")} 3`,
+          `db_client_connection_wait_time_count${secs("orders")} 3`,
+          `db_client_connection_wait_time_bucket${secs("orders", "0.0001")} 1`,
+          `db_client_connection_wait_time_bucket${secs("orders", "0.005")} 1`,
+          `db_client_connection_wait_time_bucket${secs("orders", "0.01")} 3`,
           // c was held 500 ms
-          `db_client_connection_use_time_count${of("orders")} 1`,
-          `db_client_connection_use_time_sum${of("orders")} 0.5`,
-          `db_client_connection_use_time_bucket${of("orders", "", "0.4096")} 0`,
-          `db_client_connection_use_time_bucket${of("orders", "", "0.8192")} 1`
+          `db_client_connection_use_time_count${secs("orders")} 1`,
+          `db_client_connection_use_time_sum${secs("orders")} 0.5`,
+          `db_client_connection_use_time_bucket${secs("orders", "0.2")} 0`,
+          `db_client_connection_use_time_bucket${secs("orders", "0.5")} 1`
         ])
         assert.include(text, "# TYPE db_client_connection_create_time histogram")
-        assert.closeTo(value(text, `db_client_connection_create_time_sum${of("orders")}`), 0.03, 1e-9)
-        assert.closeTo(value(text, `db_client_connection_wait_time_sum${of("orders")}`), 0.02, 1e-9)
+        assert.closeTo(value(text, `db_client_connection_create_time_sum${secs("orders")}`), 0.03, 1e-9)
+        assert.closeTo(value(text, `db_client_connection_wait_time_sum${secs("orders")}`), 0.02, 1e-9)
 
         // all three held, a fourth caller waits
         const d = yield* hold(pool)
@@ -84,9 +153,9 @@ describe("Telemetry: the pool's metrics through OpenTelemetry's Prometheus expor
         yield* settle
         text = yield* otel.scrape
         assert.includeMembers(about(text, "orders"), [
-          `db_client_connection_count${of("orders", used)} 3`,
-          `db_client_connection_count${of("orders", idle)} 0`,
-          `db_client_connection_pending_requests${of("orders")} 1`
+          `db_client_connection_count${conns("orders", used)} 3`,
+          `db_client_connection_count${conns("orders", idle)} 0`,
+          `db_client_connection_pending_requests${of("orders", "{request}")} 1`
         ])
 
         // its acquireTimeout runs out
@@ -94,25 +163,64 @@ describe("Telemetry: the pool's metrics through OpenTelemetry's Prometheus expor
         const timedOut = yield* Effect.flip(Fiber.join(e.fiber))
         assert.strictEqual(timedOut._tag, "PoolTimeout")
         text = yield* otel.scrape
-        assert.include(text, "# TYPE db_client_connection_timeouts_total counter")
         assert.includeMembers(about(text, "orders"), [
-          `db_client_connection_timeouts_total${of("orders")} 1`,
-          `db_client_connection_pending_requests${of("orders")} 0`,
-          `db_client_connection_wait_time_count${of("orders")} 4` // a timed-out wait is not a wait_time
+          `db_client_connection_timeouts_total${of("orders", "{timeout}")} 1`,
+          `db_client_connection_pending_requests${of("orders", "{request}")} 0`,
+          `db_client_connection_wait_time_count${secs("orders")} 4` // a timed-out wait is not a wait_time
         ])
 
-        // everything back
+        // everything back; then a resize moves the limits
         yield* Effect.forEach([a, b, d], (held) => Effect.zipRight(held.release, Fiber.join(held.fiber)))
+        yield* pool.resize({ minSize: 2, maxSize: 5 })
         text = yield* otel.scrape
         assert.includeMembers(about(text, "orders"), [
-          `db_client_connection_count${of("orders", used)} 0`,
-          `db_client_connection_count${of("orders", idle)} 3`,
-          `db_client_connection_use_time_count${of("orders")} 4`
+          `db_client_connection_count${conns("orders", used)} 0`,
+          `db_client_connection_count${conns("orders", idle)} 3`,
+          `db_client_connection_use_time_count${secs("orders")} 4`,
+          `db_client_connection_max${conns("orders")} 5`,
+          `db_client_connection_limit${conns("orders")} 5`,
+          `db_client_connection_idle_max${conns("orders")} 5`,
+          `db_client_connection_idle_min${conns("orders")} 2`
         ])
       })
     ))
 
-  it.scoped("a closed pool reads no connections; the breaker gauge is 1 while connects fail, 0 once one succeeds", () =>
+  it.scoped("two pools of one name add up, and a closed pool counts for nothing", () =>
+    withTelemetry((otel) =>
+      Effect.gen(function*() {
+        const open = (maxSize: number) =>
+          Effect.gen(function*() {
+            const scope = yield* Scope.make()
+            const make = ConnectionPool.make({ name: "shard", driver: makeDriver().driver, maxSize })
+            const pool = yield* Scope.extend(make, scope)
+            yield* pool.withConnection(() => Effect.void)
+            return scope
+          })
+        const first = yield* open(2)
+        const second = yield* open(3)
+        let text = yield* otel.scrape
+        assert.includeMembers(about(text, "shard"), [
+          `db_client_connection_count${conns("shard", idle)} 2`,
+          `db_client_connection_max${conns("shard")} 5`
+        ])
+        yield* Scope.close(first, Exit.void)
+        text = yield* otel.scrape
+        assert.includeMembers(about(text, "shard"), [
+          `db_client_connection_count${conns("shard", idle)} 1`,
+          `db_client_connection_max${conns("shard")} 3`
+        ])
+        yield* Scope.close(second, Exit.void)
+        text = yield* otel.scrape
+        assert.includeMembers(about(text, "shard"), [
+          `db_client_connection_count${conns("shard", used)} 0`,
+          `db_client_connection_count${conns("shard", idle)} 0`,
+          `db_client_connection_max${conns("shard")} 0`,
+          `db_client_connection_idle_min${conns("shard")} 0`
+        ])
+      })
+    ))
+
+  it.scoped("the breaker (an extension, in the project's namespace) is 1 while connects fail, 0 after", () =>
     withTelemetry((otel) =>
       Effect.gen(function*() {
         const t = makeDriver({ down: true })
@@ -126,20 +234,20 @@ describe("Telemetry: the pool's metrics through OpenTelemetry's Prometheus expor
           yield* Effect.flip(pool.withConnection(() => Effect.void))
           yield* Effect.flip(pool.withConnection(() => Effect.void))
           assert.isTrue((yield* pool.stats).breakerOpen)
-          assert.include(yield* otel.scrape, `db_client_connection_breaker_open${of("flaky")} 1`)
+          assert.include(yield* otel.scrape, `connection_pool_breaker_open${of("flaky", undefined)} 1`)
           t.setDown(false)
           yield* adjust("2 seconds") // the next probe connects
           yield* eventually(pool.stats, (s) => !s.breakerOpen)
           const text = yield* otel.scrape
           assert.includeMembers(about(text, "flaky"), [
-            `db_client_connection_breaker_open${of("flaky")} 0`,
-            `db_client_connection_count${of("flaky", idle)} 1` // the probe's connection
+            `connection_pool_breaker_open${of("flaky", undefined)} 0`,
+            `db_client_connection_count${conns("flaky", idle)} 1` // the probe's connection
           ])
         }))
         const text = yield* otel.scrape
         assert.includeMembers(about(text, "flaky"), [
-          `db_client_connection_count${of("flaky", used)} 0`,
-          `db_client_connection_count${of("flaky", idle)} 0`
+          `db_client_connection_count${conns("flaky", used)} 0`,
+          `db_client_connection_count${conns("flaky", idle)} 0`
         ])
       })
     ))
@@ -234,6 +342,30 @@ describe("Telemetry: the pool's spans through @effect/opentelemetry into an InMe
         assert.strictEqual(acquire.status.code, SpanStatusCode.ERROR)
         assert.match(acquire.status.message ?? "", /^pool "slow" timed out after 1s waiting/)
         yield* holder.release
+      })
+    ))
+
+  it.scoped("a tryGet whose connect outlasts acquireTimeout ends its span at the deadline, connecting", () =>
+    withTelemetry((otel) =>
+      Effect.gen(function*() {
+        const pool = yield* ConnectionPool.make({
+          name: "opening",
+          driver: makeDriver({ connectDelay: "10 seconds" }).driver,
+          acquireTimeout: "1 second",
+          connectTimeout: "1 minute"
+        })
+        const caller = yield* Effect.fork(Effect.withSpan(Effect.scoped(pool.tryGet), "checkout"))
+        yield* adjust("1 second")
+        assert.isTrue(Exit.isFailure(yield* Fiber.await(caller)))
+        const spans = otel.spans()
+        const [acquire] = acquires(spans)
+        assertChildOf(acquire, named(spans, "checkout"), "opening")
+        assert.deepStrictEqual(acquire.duration, [1, 0])
+        assert.strictEqual(acquire.status.code, SpanStatusCode.ERROR)
+        const message = acquire.status.message ?? ""
+        assert.match(message, /timed out after 1s waiting for a new connection to open .*connecting 1s/)
+        yield* adjust("9 seconds") // its connect, kept by the pool
+        assert.strictEqual((yield* pool.stats).idle, 1)
       })
     ))
 

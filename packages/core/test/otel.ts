@@ -1,5 +1,6 @@
 import { NodeSdk } from "@effect/opentelemetry"
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus"
+import type { ResourceMetrics } from "@opentelemetry/sdk-metrics"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Effect } from "effect"
 import * as net from "node:net"
@@ -38,6 +39,8 @@ export const scrape = (port: number) =>
 export interface Telemetry {
   /** What Prometheus would read now. */
   readonly scrape: Effect.Effect<string>
+  /** What the exporter collects now, as OpenTelemetry data (instrument kinds and units included). */
+  readonly collect: Effect.Effect<ResourceMetrics>
   /** The spans ended so far. */
   readonly spans: () => ReadonlyArray<ReadableSpan>
 }
@@ -49,7 +52,8 @@ export interface Telemetry {
 export const withTelemetry = <A, E, R>(body: (telemetry: Telemetry) => Effect.Effect<A, E, R>) =>
   Effect.flatMap(prometheus, ({ exporter, port }) => {
     const spans = new InMemorySpanExporter()
-    return body({ scrape: scrape(port), spans: () => spans.getFinishedSpans() }).pipe(
+    const collect = Effect.promise(() => exporter.collect()).pipe(Effect.map((result) => result.resourceMetrics))
+    return body({ scrape: scrape(port), collect, spans: () => spans.getFinishedSpans() }).pipe(
       Effect.provide(NodeSdk.layer(() => ({
         resource: { serviceName: "connection-pool-test" },
         metricReader: exporter,

@@ -26,6 +26,8 @@ export const makeDriver = (options: {
   /** Each connect takes this long (on the test clock); `"never"` hangs. */
   readonly connectDelay?: Duration.DurationInput | "never"
   readonly validate?: boolean
+  /** Each validation takes this long (on the test clock); `"never"` hangs. */
+  readonly validateDelay?: Duration.DurationInput | "never"
 } = {}): TestDriver => {
   const opened: Array<Conn> = []
   let attempts = 0
@@ -49,11 +51,14 @@ export const makeDriver = (options: {
     driver: {
       connect: delay === undefined ? connect : delay === "never" ? Effect.never : Effect.delay(connect, delay),
       close: (conn) => Effect.sync(() => void conn.closes++),
-      validate: options.validate === false ? undefined : (conn) =>
-        Effect.sync(() => {
+      validate: options.validate === false ? undefined : (conn) => {
+        const check = Effect.sync(() => {
           validations++
           return !conn.broken
         })
+        const d = options.validateDelay
+        return d === undefined ? check : d === "never" ? Effect.zipRight(check, Effect.never) : Effect.delay(check, d)
+      }
     },
     opened,
     open: () => opened.filter((c) => c.closes === 0),

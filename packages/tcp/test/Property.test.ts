@@ -4,16 +4,28 @@ import { Cause, Effect, Exit, FastCheck as fc, Fiber } from "effect"
 import { countingServer } from "./support/servers.js"
 
 // Random schedules of borrows over three real endpoints (hold, fail, die, be interrupted, invalidate, leave a
-// reply unread) with clears, under random limits. After every run: the caps held at every moment (counted by
+// reply unread, or an `exchange` that completes or is interrupted waiting for its reply) with clears, under random
+// limits. After every run: the caps held at every moment (counted by
 // the protocol hooks, on our side), every borrower finished, every socket was closed exactly once, none is open.
 
-type Outcome = "ok" | "fail" | "die" | "interrupt" | "invalidate" | "unread"
+type Outcome = "ok" | "fail" | "die" | "interrupt" | "invalidate" | "unread" | "exchange" | "exchangeStuck"
 
 const borrow = fc.record({
   endpoint: fc.nat(2),
   delay: fc.nat(15),
   hold: fc.nat(10),
-  outcome: fc.constantFrom<Outcome>("ok", "ok", "ok", "fail", "die", "interrupt", "invalidate", "unread"),
+  outcome: fc.constantFrom<Outcome>(
+    "ok",
+    "ok",
+    "ok",
+    "fail",
+    "die",
+    "interrupt",
+    "invalidate",
+    "unread",
+    "exchange",
+    "exchangeStuck"
+  ),
   clear: fc.boolean().map((b) => b && Math.random() < 0.15)
 })
 
@@ -24,6 +36,10 @@ const scenario = fc.record({
   maxIdle: fc.integer({ min: 0, max: 3 }),
   maxUses: fc.constantFrom(1, 3, Infinity)
 })
+
+/** The echo of "ping"; with `stuck`, a reply that never completes (the caller is interrupted waiting). */
+const echoed = (stuck: boolean) => (data: Buffer) =>
+  !stuck && data.length >= 4 ? [data.toString("latin1", 0, 4), 4] as const : undefined
 
 const live = (ms: number) => Effect.promise(() => new Promise((r) => setTimeout(r, ms)))
 
@@ -66,7 +82,7 @@ describe("TcpPool properties", () => {
         })
         const fibers = yield* Effect.forEach(scenario.borrows, (b) => {
           const ep = `127.0.0.1:${servers[b.endpoint].port}`
-          const use = pool.withConnection(ep, (conn) =>
+          const borrow = pool.withConnection(ep, (conn) =>
             Effect.gen(function*() {
               yield* conn.write("ping")
               if (b.outcome !== "unread") yield* conn.read
@@ -76,8 +92,12 @@ describe("TcpPool properties", () => {
               if (b.outcome === "die") return yield* Effect.die("boom")
               if (b.outcome === "interrupt") return yield* Effect.never
             }))
+          const use = b.outcome === "exchange" || b.outcome === "exchangeStuck"
+            ? pool.exchange(ep, "ping", echoed(b.outcome === "exchangeStuck"))
+            : borrow
           const run = Effect.zipRight(live(b.delay), b.clear ? Effect.zipRight(pool.clearEndpoint(ep), use) : use)
-          return Effect.fork(b.outcome === "interrupt" ? Effect.timeout(run, b.delay + b.hold + 5) : run)
+          const interrupted = b.outcome === "interrupt" || b.outcome === "exchangeStuck"
+          return Effect.fork(interrupted ? Effect.timeout(run, b.delay + b.hold + 5) : run)
         })
         for (const fiber of fibers) {
           const exit = yield* Fiber.await(fiber).pipe(

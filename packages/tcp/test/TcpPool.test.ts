@@ -70,6 +70,28 @@ describe("TcpPool", () => {
       yield* Fiber.interrupt(held)
     }))
 
+  it.scoped("an exchange interrupted mid-reply gives its connection back: the endpoint is still evicted", () =>
+    Effect.gen(function*() {
+      const server = yield* countingServer
+      const ep = `127.0.0.1:${server.port}`
+      const pool = yield* TcpPool.make({ endpointIdleTimeout: "1 minute" })
+      const line = (data: Buffer) => {
+        const end = data.indexOf("\n")
+        return end === -1 ? undefined : [data.toString("latin1", 0, end), end + 1] as const
+      }
+      assert.strictEqual(yield* pool.exchange(ep, "a\n", line), "a")
+      // the echo server answers "b" with no end of line: the parser waits for more until the caller gives up
+      const waiting = yield* Effect.fork(pool.exchange(ep, "b", line))
+      yield* eventually(() => server.sockets.size === 1)
+      yield* live(20)
+      yield* Fiber.interrupt(waiting)
+      yield* eventually(() => server.open() === 0)
+      assert.strictEqual((yield* statsOf(pool, ep)).active, 0)
+      yield* TestClock.adjust("2 minutes")
+      yield* live(10)
+      assert.isTrue(Option.isNone(yield* pool.stats(ep)), "evicted once unused")
+    }))
+
   it.live("clearEndpoint closes idle connections now and busy ones when they come back", () =>
     Effect.scoped(Effect.gen(function*() {
       const server = yield* countingServer

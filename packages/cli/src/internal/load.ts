@@ -88,7 +88,7 @@ export interface Sample {
   readonly ops: number
   readonly latencyP50Ms: number
   readonly latencyP99Ms: number
-  /** Upper bounds of the pool's wait-time histogram buckets (exponential, factor 2, from 0.1 ms). */
+  /** Upper bounds of the pool's wait-time histogram buckets (1-2-5 steps from 0.1 ms to 500 s). */
   readonly waitP50Ms: number
   readonly waitP99Ms: number
   readonly inUse: number

@@ -3,12 +3,14 @@ import * as Exit from "effect/Exit"
 import * as Random from "effect/Random"
 import * as STM from "effect/STM"
 import * as TQueue from "effect/TQueue"
-import { createInBackground, destroyed, signalRefill, spawn, timeoutError } from "./connections.js"
-import { checkIn, retire, validate } from "./handoff.js"
+import { createInBackground, destroyed, signalRefill, spawn } from "./connections.js"
+import { countTimeout, phaseOf, timedOut } from "./deadline.js"
+import { validate } from "./checkout.js"
+import { checkIn, retire } from "./handoff.js"
 import { backoffDelay } from "./options.js"
 import type { PoolImpl } from "./pool.js"
 import { type Entry, idleList, idlePatch, longestIdleFirst, patched, type State } from "./state.js"
-import { modify, noTags } from "./stats.js"
+import { modify } from "./stats.js"
 import * as T from "./transitions.js"
 
 // The pool's background fibers, forked in its scope by `lifecycle.start`. Each sleeps on a wake-up queue or a
@@ -25,10 +27,8 @@ export const sweeper = <A>(pool: PoolImpl<A>): Effect.Effect<never> => {
     return Effect.uninterruptible(Effect.flatMap(STM.commit(expire), (expired) =>
       Effect.map(pool.stats, (stats) => {
         for (const waiter of expired) {
-          pool.counters.timeouts++
-          pool.metrics.timeouts.unsafeUpdate(1, noTags)
-          const phase = waiter.spawned && stats.pending > 0 ? "connecting" : "waiting"
-          waiter.complete(Exit.fail(timeoutError(pool, phase, "acquireTimeout", now - waiter.since, stats)))
+          countTimeout(pool)
+          waiter.complete(Exit.fail(timedOut(pool, waiter, now, phaseOf(waiter, stats), stats)))
         }
       })))
   })

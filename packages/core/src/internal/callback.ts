@@ -4,18 +4,20 @@ import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as STM from "effect/STM"
 import type { PoolError } from "../PoolError.js"
-import { acquire, dequeueTx, release, type Restore, waitFor } from "./handoff.js"
+import { acquire, checkInNow, closePlaced, dequeueTx, give, release, type Restore, returned, waitFor } from "./handoff.js"
 import type { PoolImpl } from "./pool.js"
-import { Job, type Start, type Waiter } from "./waiter.js"
+import { CALLER_RELEASES, Job, RELEASED_IN_DONE, type Start, UNRELEASED, Waiter } from "./waiter.js"
 
 // `withConnectionCallback`: like `withConnection`, but the operation is a callback, started on the connection by
-// whoever hands it over (see `handoff.handOn`), so that a caller who waits is woken once, with the operation's
-// result, rather than once for the connection and once more for the operation.
+// whoever hands it over (see `handoff.give`), so that a caller who waits is woken once, with the operation's
+// result, rather than once for the connection and once more for the operation. And when the operation calls
+// `done`, its connection goes back right there (`releaseInDone`), so the next queued operation starts inside the
+// driver's callback: pg-pool's trick, with the state still in STM.
 
 /** @internal */
 export const callback = <A, X, E>(pool: PoolImpl<A>, start: Start<A>): Effect.Effect<X, E | PoolError> =>
   Effect.uninterruptibleMask((restore) => {
-    const job = new Job(start, pool.clock)
+    const job = new Job(start, pool.clock, pool.releaseInDone)
     const waited = acquire(pool, restore, false, (entry) => {
       job.run(entry)
       return awaitJob(pool, restore, job, undefined)
@@ -26,9 +28,41 @@ export const callback = <A, X, E>(pool: PoolImpl<A>, start: Start<A>): Effect.Ef
       const entry = job.entry
       // never started: nothing to give back (a giver that took it for a caller since interrupted gives it back)
       if (entry === undefined) return result
+      if (job.released === RELEASED_IN_DONE) {
+        const closing = job.closing
+        return closing === undefined ? result : closePlaced(pool, entry, closing, result)
+      }
+      job.released = CALLER_RELEASES
       return release(pool, entry, Exit.isFailure(result) ? result.cause : undefined, result)
     })
   })
+
+/**
+ * A job's `done`: its connection goes back from inside the driver's callback. The release transaction commits
+ * synchronously (`PoolImpl.commit`; through the runtime the pool captured in its own scope when it commits through
+ * STM), and a waiter it
+ * hands the connection to is resumed, or its job started, before `done` returns. Closing a connection takes
+ * effects: that part is left to the caller's fiber (`job.closing`). Not used while the operation's `start` is
+ * still running (a `done` called from inside it would recurse through every queued job) nor once its caller was
+ * interrupted (it closes the connection, whose state is unknown): the caller releases then, as before.
+ *
+ * @internal
+ */
+export const releaseInDone = <A>(pool: PoolImpl<A>, job: Job<A>, exit: Exit.Exit<unknown, unknown>): void => {
+  const entry = job.entry!
+  job.released = RELEASED_IN_DONE
+  if (entry.closed) return // closed by force at the shutdown deadline
+  const now = returned(pool, entry, Exit.isFailure(exit) ? exit.cause : undefined)
+  for (;;) {
+    const placed = checkInNow(pool, entry, now)
+    if (placed instanceof Waiter) {
+      if (give(pool, entry, placed, now)) return
+      continue // its caller left before the job started: back in, to the next waiter or idle
+    }
+    if (placed._tag !== "Idle") job.closing = placed
+    return
+  }
+}
 
 /** A job's caller waits: whoever hands it a connection will start the job. */
 const waitForJob = <A>(
@@ -84,6 +118,8 @@ const awaitJob = <A>(
  */
 const cancelJob = <A>(pool: PoolImpl<A>, job: Job<A>, waiter: Waiter<A> | undefined): Effect.Effect<void> => {
   const running = Effect.suspend(() => {
+    // from here the caller gives the connection back, as interrupted: a `done` that comes later must not
+    if (job.released === UNRELEASED) job.released = CALLER_RELEASES
     if (job.entry === undefined) {
       job.abandoned = true
       job.endSpan(Exit.interrupt(FiberId.none))

@@ -10,6 +10,7 @@ import * as TQueue from "effect/TQueue"
 import * as TRef from "effect/TRef"
 import { ConnectionError, PoolClosed, type PoolError, PoolTimeout } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
+import { spentBy } from "./deadline.js"
 import { arrive } from "./handoff.js"
 import { backoffDelay } from "./options.js"
 import type { PoolImpl } from "./pool.js"
@@ -28,7 +29,7 @@ const connectOnce = <A>(pool: PoolImpl<A>): Effect.Effect<A, ConnectionError | P
     Effect.catchTag("TimeoutException", () =>
       Effect.flatMap(
         pool.stats,
-        (stats) => Effect.fail(timeoutError(pool, "connecting", "connectTimeout", pool.options.connectTimeout, stats))
+        (stats) => Effect.fail(connectTimedOut(pool, stats))
       ))
   )
 
@@ -83,7 +84,9 @@ export const create = <A>(pool: PoolImpl<A>, target: Waiter<A> | undefined, kind
     return Effect.flatMap(
       Effect.zip(Effect.exit(restore(connect(pool, retries))), Random.next),
       ([exit, random]) => {
-        if (Exit.isFailure(exit)) return Effect.as(connectFailed(pool, exit.cause, target, kind, random, seq), false)
+        if (Exit.isFailure(exit)) {
+          return Effect.as(connectFailed(pool, exit.cause, target, kind, random, seq, start), false)
+        }
         pool.capacityStreak = 0
         if (seq > pool.lastSuccess) pool.lastSuccess = seq
         const now = pool.now()
@@ -108,7 +111,8 @@ const connectFailed = <A>(
   target: Waiter<A> | undefined,
   kind: T.Kind,
   random: number,
-  seq: number
+  seq: number,
+  start: bigint
 ): Effect.Effect<void> => {
   const interrupted = Cause.isInterruptedOnly(cause)
   if (!interrupted) pool.counters.connectFailures++
@@ -127,7 +131,10 @@ const connectFailed = <A>(
   )
   return Effect.flatMap(STM.commit(tx), ({ failed, full, opened, recipient, spawn: n }) => {
     const log = interrupted ? Effect.void : Effect.logDebug("connect failed", error)
-    recipient?.complete(Exit.fail(error))
+    if (recipient !== undefined) {
+      const connectMs = Number(pool.clock.unsafeCurrentTimeNanos() - start) / 1e6
+      recipient.complete(Exit.fail(error._tag === "PoolTimeout" ? spentBy(error, recipient, now, connectMs) : error))
+    }
     return Effect.zipRight(log, Effect.suspend(() => {
       if (full) {
         pool.capacityStreak++
@@ -169,20 +176,17 @@ export const breakerError = <A>(pool: PoolImpl<A>, s: State<A>): ConnectionError
   })
 }
 
-/** @internal */
-export const timeoutError = <A>(
-  pool: PoolImpl<A>,
-  phase: "waiting" | "connecting",
-  limit: "acquireTimeout" | "connectTimeout",
-  waitedMs: number,
-  stats: PoolStats
-): PoolTimeout =>
+/** One connect ran past `connectTimeout`. @internal */
+export const connectTimedOut = <A>(pool: PoolImpl<A>, stats: PoolStats): PoolTimeout =>
   new PoolTimeout({
     pool: pool.name,
-    phase,
-    limit,
-    timeout: Duration.millis(pool.options[limit]),
-    waited: Duration.millis(waitedMs),
+    phase: "connecting",
+    limit: "connectTimeout",
+    timeout: Duration.millis(pool.options.connectTimeout),
+    waited: Duration.millis(pool.options.connectTimeout),
+    waitingMs: 0,
+    connectingMs: pool.options.connectTimeout,
+    validatingMs: 0,
     stats
   })
 

@@ -1,15 +1,19 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
 import * as STM from "effect/STM"
 import * as TQueue from "effect/TQueue"
 import * as Tracer from "effect/Tracer"
 import * as TRef from "effect/TRef"
 import { PoolClosed, PoolEmpty, type PoolError } from "../PoolError.js"
+import { checkout, revalidate, validatesHandoffs } from "./checkout.js"
 import { breakerError, destroyed, failStranded, spawn } from "./connections.js"
+import { budgetFrom, expireAt } from "./deadline.js"
 import type { PoolImpl } from "./pool.js"
-import { Entry, limitOf, patched, type State } from "./state.js"
-import { modify, noTags, stats } from "./stats.js"
+import { Entry, limitOf, type State } from "./state.js"
+import { modify, noTags, publishing, stats, transact } from "./stats.js"
 import * as T from "./transitions.js"
 import { Waiter } from "./waiter.js"
 
@@ -28,34 +32,40 @@ export const newWaiter = <A>(pool: PoolImpl<A>, queued: boolean, spawned: boolea
 
 /** The acquire transaction: an idle connection, else a place in the queue (and a connect started if room). @internal */
 export const makeTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
-  commitTraced(pool, modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+  committedTraced(pool, (s): readonly [T.Take<A>, State<A>] => {
     if (s.closed) return [T.closedTake, s]
     if (s.idleCount > 0) return T.takeIdle(s)
     // breaker open and nothing open to wait for: fail at once rather than queue for a connect that will not come
     if (s.breaker !== undefined && s.total === 0) return [T.breakerTake, s]
     return T.enqueue(s, newWaiter(pool, true, false), pool.traced)
-  }))
+  })
 
 /** `tryGet`'s transaction: never queues; opens a connection for itself when there is room. @internal */
 export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
-  commitTraced(pool, modify(pool, (s): readonly [T.Take<A>, State<A>] => {
+  committedTraced(pool, (s): readonly [T.Take<A>, State<A>] => {
     if (s.closed) return [T.closedTake, s]
     if (s.idleCount > 0) return T.takeIdle(s)
     if (s.breaker !== undefined) return [T.breakerTake, s]
     if (s.total + s.pending >= limitOf(s)) return [T.emptyTake, s]
     return T.reserveFor(s, newWaiter(pool, false, true), pool.traced)
-  }))
+  })
 
 /**
- * Commits an acquire transaction, first noting in `traced` whether the caller runs under a span: read from the
- * transaction's own context, which is cheaper than asking the fiber for it again afterwards. `traced` is written
- * and read within one synchronous run of the transaction.
+ * Commits an acquire transition (`PoolImpl.commit`), first noting in `traced` whether the caller runs under a
+ * span, read from the fiber's context. `traced` is written and read within one synchronous step.
+ *
+ * @internal
  */
-const commitTraced = <A, X>(pool: PoolImpl<A>, tx: STM.STM<X>): Effect.Effect<X> =>
-  STM.commit(STM.flatMap(STM.context<never>(), (context) => {
-    pool.traced = context.unsafeMap.has(Tracer.ParentSpan.key)
-    return tx
-  }))
+export const committedTraced = <A, X>(
+  pool: PoolImpl<A>,
+  take: (s: State<A>) => readonly [X, State<A>]
+): Effect.Effect<X> => {
+  const tx = publishing(pool, take)
+  return Effect.withFiberRuntime((fiber) => {
+    pool.traced = fiber.currentContext.unsafeMap.has(Tracer.ParentSpan.key)
+    return Exit.succeed(pool.commit(tx))
+  })
+}
 
 /**
  * Acquires a connection and continues with `k`: the continuation is passed in rather than chained, so that a
@@ -76,26 +86,55 @@ export const acquire = <A, X, E, R>(
     if (take instanceof Entry) {
       const now = pool.now()
       if (servable(pool, take, now)) return k(borrowed(pool, take, now, undefined)) // the hot path
-      const retry = acquire(pool, restore, neverWait, succeedEntry)
-      return Effect.flatMap(checkout(pool, restore, take, pool.clock.unsafeCurrentTimeNanos(), retry), k)
+      return Effect.flatMap(checkout(pool, restore, neverWait, take, budgetFrom(pool, now)), k)
     }
     if (take instanceof Waiter) {
       if (onWait !== undefined && !validatesHandoffs(pool)) return onWait(take)
-      const wait = waitFor(pool, take, awaitWaiter(pool, restore, take)) // borrowed counted by the giver
-      const handed = take.traced ? span(pool, wait) : wait
-      if (!validatesHandoffs(pool)) return Effect.flatMap(handed, k)
-      return Effect.flatMap(Effect.flatMap(handed, (entry) => revalidate(pool, restore, take, entry)), k)
+      return Effect.flatMap(waitAs(pool, restore, take), k) // borrowed counted by the giver
     }
-    switch (take._tag) {
-      case "Closed":
-        return Effect.fail(new PoolClosed({ pool: pool.name }))
-      case "Breaker":
-        return Effect.flatMap(STM.commit(TRef.get(pool.state)), (s) => Effect.fail(breakerError(pool, s)))
-      case "Empty":
-        pool.counters.emptyFailures++
-        return Effect.flatMap(pool.stats, (stats) => Effect.fail(new PoolEmpty({ pool: pool.name, stats })))
-    }
+    return refused(pool, take)
   })
+
+/**
+ * A caller that waits for a release or an arrival; then, under `validationBypass: 0`, the check of what it got.
+ *
+ * @internal
+ */
+export const waitAs = <A>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  waiter: Waiter<A>
+): Effect.Effect<Entry<A>, PoolError> => {
+  // the sweeper watches the queue in arrival order: a tryGet's waiter, and one put back at its head, time themselves
+  const own = !waiter.queued || waiter.budget !== undefined
+  const wait = waitFor(pool, waiter, own ? awaitBy(pool, restore, waiter) : awaitWaiter(pool, restore, waiter))
+  const handed = waiter.traced ? span(pool, wait) : wait
+  if (!validatesHandoffs(pool)) return handed
+  return Effect.flatMap(handed, (entry) => revalidate(pool, restore, waiter, entry))
+}
+
+/** Why an acquire got neither a connection nor a place in the queue. @internal */
+export const refused = <A>(
+  pool: PoolImpl<A>,
+  take: Exclude<T.Take<A>, Entry<A> | Waiter<A>>
+): Effect.Effect<never, PoolError> => {
+  switch (take._tag) {
+    case "Closed":
+      return Effect.fail(new PoolClosed({ pool: pool.name }))
+    case "Breaker":
+      return Effect.flatMap(STM.commit(TRef.get(pool.state)), (s) => Effect.fail(breakerError(pool, s)))
+    case "Empty":
+      pool.counters.emptyFailures++
+      return Effect.flatMap(pool.stats, (stats) => Effect.fail(new PoolEmpty({ pool: pool.name, stats })))
+  }
+}
+
+/** Waits with a timer of its own at the waiter's deadline, in the pool's fiber set. */
+const awaitBy = <A>(pool: PoolImpl<A>, restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> =>
+  Effect.flatMap(
+    FiberSet.run(pool.creators, Effect.interruptible(expireAt(pool, waiter))),
+    (timer) => Effect.ensuring(awaitWaiter(pool, restore, waiter), Fiber.interruptFork(timer))
+  )
 
 /** Around a wait: the connects it asked for start, and the sweeper wakes if the queue was empty. @internal */
 export const waitFor = <A, X, E>(
@@ -119,8 +158,12 @@ const span = <A, X, E>(pool: PoolImpl<A>, acquire: Effect.Effect<X, E>): Effect.
   // `useSpan`, not `withSpan`: nothing inside needs the span as its parent, and installing one costs 3×
   Effect.useSpan("ConnectionPool.acquire", pool.spanOptions, () => acquire)
 
-/** An idle connection can go out as is: not expired, checked recently enough, and not vetoed by the driver. */
-const servable = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): boolean =>
+/**
+ * An idle connection can go out as is: not expired, checked recently enough, and not vetoed by the driver.
+ *
+ * @internal
+ */
+export const servable = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): boolean =>
   now < entry.expiresAt &&
   (pool.driver.validate === undefined || now - entry.checkedAt < pool.options.validationBypass) &&
   (pool.driver.reusable === undefined || pool.driver.reusable(entry.conn))
@@ -140,96 +183,14 @@ export const borrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number, sta
   return entry
 }
 
-/** Takes back the counts of a borrow whose caller was interrupted as it was handed the connection. */
-const unborrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>): void => {
+/** Takes back the counts of a borrow whose caller was interrupted as it was handed the connection. @internal */
+export const unborrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>): void => {
   const c = pool.counters
   c.acquired--
   entry.uses--
   if (entry.uses === 0) c.misses--
   else c.hits--
 }
-
-/**
- * An idle connection goes out unless it expired, the driver knows it is broken, or it sat idle past the bypass
- * window and fails validation; then it is closed and `retry` (a whole new acquire, counted on its own) runs.
- */
-const checkout = <A>(
-  pool: PoolImpl<A>,
-  restore: Restore,
-  entry: Entry<A>,
-  start: bigint,
-  retry: Effect.Effect<Entry<A>, PoolError>
-): Effect.Effect<Entry<A>, PoolError> => {
-  if (pool.now() >= entry.expiresAt || (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn))) {
-    return Effect.zipRight(retire(pool, entry), retry)
-  }
-  if (pool.driver.validate === undefined) return Effect.succeed(borrowed(pool, entry, pool.now(), start))
-  return Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
-    if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
-    if (!exit.value) return Effect.zipRight(retire(pool, entry), retry)
-    entry.checkedAt = pool.now()
-    return Effect.succeed(borrowed(pool, entry, entry.checkedAt, start))
-  })
-}
-
-/**
- * `validationBypass: 0` means every borrow is validated, a connection handed straight to a waiter included (it
- * was checked when released, zero time ago, which no bypass window of zero covers).
- *
- * @internal
- */
-export const validatesHandoffs = <A>(pool: PoolImpl<A>): boolean =>
-  pool.options.validationBypass === 0 && pool.driver.validate !== undefined
-
-/**
- * Validates a connection a giver handed this caller (and already counted as its borrow). A broken one is closed
- * and `retry` runs; either way the giver's count is taken back.
- */
-const revalidate = <A>(
-  pool: PoolImpl<A>,
-  restore: Restore,
-  waited: Waiter<A>,
-  entry: Entry<A>
-): Effect.Effect<Entry<A>, PoolError> => {
-  if (entry.uses <= 1) return Effect.succeed(entry) // opened for this caller: the connect just proved it
-  return Effect.flatMap(Effect.exit(restore(validate(pool, entry))), (exit) => {
-    if (Exit.isSuccess(exit) && exit.value) {
-      entry.checkedAt = pool.now()
-      return Effect.succeed(entry)
-    }
-    unborrowed(pool, entry)
-    if (Exit.isFailure(exit)) return Effect.zipRight(retire(pool, entry), Effect.failCause(exit.cause)) // interrupted
-    // broken: closed, and the caller keeps its place at the head of the queue and its deadline
-    entry.invalid = true
-    const again = new Waiter<A>(waited.since, waited.start, waited.deadline, true, false)
-    const tx = modify(pool, (s): readonly [Waiter<A> | undefined, State<A>] =>
-      s.closed ? [undefined, patched(s, { total: s.total - 1 })] : T.requeueFirst(s, again))
-    return Effect.flatMap(STM.commit(tx), (queued) => {
-      const closing = destroyed(pool, entry)
-      if (queued === undefined) return Effect.zipRight(closing, Effect.fail(new PoolClosed({ pool: pool.name })))
-      const wait = waitFor(pool, queued, awaitWaiter(pool, restore, queued))
-      return Effect.zipRight(closing, Effect.flatMap(wait, (next) => revalidate(pool, restore, queued, next)))
-    })
-  })
-}
-
-/**
- * The driver's check, bounded by `validationTimeout`; a failure or a timeout says the connection is broken.
- *
- * @internal
- */
-export const validate = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<boolean> =>
-  pool.driver.validate!(entry.conn).pipe(
-    Effect.timeoutTo({ duration: pool.options.validationTimeout, onSuccess: (ok) => ok, onTimeout: () => false }),
-    Effect.catchAllCause((cause) =>
-      Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.as(Effect.logDebug(cause), false)
-    ),
-    Effect.tap((ok) => {
-      if (ok) return Effect.void
-      pool.counters.validationFailures++
-      return Effect.logDebug("connection failed validation; closing it")
-    })
-  )
 
 /**
  * Suspends until a transaction completes the waiter. An interruption cancels it: handled after `restore` rather
@@ -284,16 +245,26 @@ export const release = <A, X = void, E = never>(
   then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
 ): Effect.Effect<X, E> => {
   if (entry.closed) return then // closed by force at the shutdown deadline
+  return checkIn(pool, entry, returned(pool, entry, failure), then)
+}
+
+/**
+ * What every release does before its transaction: the use time is recorded, and a connection whose user was
+ * interrupted or died mid-use (its state unknown), or that the driver vetoes, is marked for closing. Returns now.
+ *
+ * @internal
+ */
+export const returned = <A>(pool: PoolImpl<A>, entry: Entry<A>, failure: Cause.Cause<unknown> | undefined): number => {
   const now = pool.now()
   pool.metrics.useTime.unsafeUpdate((now - entry.borrowedAt) / 1000, noTags)
   if (failure !== undefined && (Cause.isInterrupted(failure) || Cause.isDie(failure))) {
-    entry.invalid = true // its user was interrupted or died mid-use: its state is unknown
+    entry.invalid = true
   } else if (pool.driver.reusable !== undefined && !pool.driver.reusable(entry.conn)) {
     entry.invalid = true
   }
   entry.idleSince = now
   entry.checkedAt = now
-  return checkIn(pool, entry, now, then)
+  return now
 }
 
 /**
@@ -308,9 +279,13 @@ export const checkIn = <A, X = void, E = never>(
   now = pool.now(),
   then: Effect.Effect<X, E> = Effect.void as Effect.Effect<any>
 ): Effect.Effect<X, E> => {
+  return Effect.suspend(() => handOn(pool, entry, checkInNow(pool, entry, now), now, then))
+}
+
+/** The release transaction itself (see `checkIn`), committed at once. @internal */
+export const checkInNow = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): T.Placed<A> => {
   const expired = now >= entry.expiresAt
-  const tx = modify(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
-  return Effect.flatMap(STM.commit(tx), (placed) => handOn(pool, entry, placed, now, then))
+  return transact(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
 }
 
 /**
@@ -334,18 +309,41 @@ const handOn = <A, X, E>(
   now: number,
   then: Effect.Effect<X, E>
 ): Effect.Effect<X, E> => {
-  if (placed instanceof Waiter) {
-    const job = placed.job
-    if (job === undefined) {
-      placed.complete(Exit.succeed(borrowed(pool, entry, now, placed.start)))
-      return then
-    }
-    if (job.abandoned) return checkIn(pool, entry, now, then)
-    borrowed(pool, entry, now, placed.start)
-    job.run(entry)
-    return then
-  }
+  if (placed instanceof Waiter) return give(pool, entry, placed, now) ? then : checkIn(pool, entry, now, then)
   if (placed._tag === "Idle") return then
+  return closePlaced(pool, entry, placed, then)
+}
+
+/**
+ * Hands `entry` to the waiter a transaction took for it: the waiter's fiber is resumed with it, or its job starts
+ * on it right here. False when the job's caller left before it could start: the connection must go back in.
+ *
+ * @internal
+ */
+export const give = <A>(pool: PoolImpl<A>, entry: Entry<A>, waiter: Waiter<A>, now: number): boolean => {
+  const job = waiter.job
+  if (job === undefined) {
+    waiter.complete(Exit.succeed(borrowed(pool, entry, now, waiter.start)))
+    return true
+  }
+  if (job.abandoned) return false
+  borrowed(pool, entry, now, waiter.start)
+  job.run(entry)
+  return true
+}
+
+/**
+ * A transaction decided to close `entry`: the connects it asked for start, a `tryGet` it orphaned and the waiters
+ * it stranded are failed, and the connection is closed; then `then`.
+ *
+ * @internal
+ */
+export const closePlaced = <A, X, E>(
+  pool: PoolImpl<A>,
+  entry: Entry<A>,
+  placed: T.Closing<A>,
+  then: Effect.Effect<X, E>
+): Effect.Effect<X, E> => {
   const started = spawn(pool, placed.spawn, undefined)
   const destroy = Effect.zipRight(
     placed.orphan === undefined ? started : Effect.zipRight(orphaned(pool, placed.orphan), started),
@@ -371,4 +369,3 @@ export const retire = <A>(pool: PoolImpl<A>, entry: Entry<A>): Effect.Effect<voi
   return checkIn(pool, entry)
 }
 
-const succeedEntry = <A>(entry: Entry<A>): Effect.Effect<Entry<A>> => Effect.succeed(entry)

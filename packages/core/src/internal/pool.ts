@@ -7,34 +7,40 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
+import * as FiberRef from "effect/FiberRef"
 import * as FiberSet from "effect/FiberSet"
 import { dual } from "effect/Function"
 import * as Layer from "effect/Layer"
 import { pipeArguments } from "effect/Pipeable"
 import { hasProperty } from "effect/Predicate"
+import * as Runtime from "effect/Runtime"
 import * as Scope from "effect/Scope"
+import * as STM from "effect/STM"
 import type * as Tracer from "effect/Tracer"
 import * as TQueue from "effect/TQueue"
 import * as TRef from "effect/TRef"
 import type * as ConnectionPool from "../ConnectionPool.js"
 import type { InvalidConfig, PoolError } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
-import { callback } from "./callback.js"
+import { callback, releaseInDone } from "./callback.js"
 import { acquire, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
 import type { Borrow } from "./leak.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
 import * as nested from "./nested.js"
 import { resolve, type Resolved } from "./options.js"
-import { type Entry, initial, type State } from "./state.js"
+import { type Committer, makeCommitter } from "./commit.js"
+import { type Entry, initial, patched, type State } from "./state.js"
 import * as stats from "./stats.js"
 import type { Take } from "./transitions.js"
-import type { Start } from "./waiter.js"
+import type { Job, Start } from "./waiter.js"
 
 // The pool: its fields, and its public methods, each a few lines over the internal modules:
 // - `state.ts`, `transitions.ts`: the state and its transitions (the only place plain fields are written under STM)
 // - `waiter.ts`: waiters and `withConnectionCallback`'s jobs
-// - `handoff.ts`: acquire, checkout and validation, release, and the arrival of a new connection
+// - `handoff.ts`: acquire, release, and the arrival of a new connection
+// - `checkout.ts`: validating a connection before it is lent, and trying again when it is broken
+// - `deadline.ts`: one `acquireTimeout` over waiting, connecting and validating; what `PoolTimeout` reports
 // - `callback.ts`: the `withConnectionCallback` path
 // - `connections.ts`: connect, spawn, create, a failed connect, close
 // - `background.ts`: the sweeper, housekeeper, maintainer, prober and grower fibers
@@ -68,6 +74,14 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly borrows = new Map<Entry<A>, Borrow<A>>()
   /** Borrows go through `nested.ts`: unless `nested: "allow"` and leak detection is off. */
   readonly fiberAware: boolean
+  /**
+   * Applies a transition to `state` as one transaction, synchronously, from a fiber or from a driver's callback:
+   * the hot path's commit (`stats.transact` adds the gauges). Transitions that compose with other STM values
+   * (background fibers, shutdown) go through `STM.commit` on the same `TRef` instead.
+   */
+  readonly commit: Committer<State<A>>
+  /** A `withConnectionCallback` job's `done` gives its connection back through this (see `callback.ts`). */
+  readonly releaseInDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => void
   /** Scratch for the acquire transaction: whether its caller runs under a span. */
   traced = false
   /** Connects in a row that failed at capacity: the grower's backoff. Plain: it decides nothing in a transaction. */
@@ -89,8 +103,15 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     /** Wakes the grower when the server ran out of room. */
     readonly growth: TQueue.TQueue<true>,
     readonly creators: FiberSet.FiberSet<boolean>,
-    readonly clock: Clock.Clock
+    readonly clock: Clock.Clock,
+    /** Commits the hot path's transitions on `state` without the STM journal (see `commit.ts`), when it can. */
+    committer: Committer<State<A>> | undefined,
+    /** The runtime of the scope that made the pool: commits through STM, from anywhere, when `committer` cannot. */
+    runtime: Runtime.Runtime<never>
   ) {
+    const runSync = Runtime.runSync(runtime)
+    this.commit = committer ?? ((f) => runSync(STM.commit(TRef.modify(state, f))))
+    this.releaseInDone = (job, exit) => releaseInDone(this, job, exit)
     this.metrics = metrics.forPool(options.name)
     this.spanOptions = {
       kind: "client",
@@ -212,11 +233,30 @@ export const make = <A, R>(
     const growth = yield* TQueue.sliding<true>(1)
     const creators = yield* FiberSet.make<boolean>()
     const clock = yield* Effect.clock
-    const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock)
+    const runtime = yield* Effect.runtime<never>()
+    const scheduler = yield* FiberRef.get(FiberRef.currentScheduler)
+    const committer = yield* verified(makeCommitter(state, scheduler), state)
+    const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock, committer, runtime)
     yield* lifecycle.start(pool)
     yield* Effect.logDebug("pool created")
     return pool
   }).pipe(Effect.annotateLogs("pool", options.name ?? "default"))
+
+/**
+ * A committer whose write an STM read then sees (and that leaves the state as it was), else `undefined`: the pool
+ * then commits its hot path through STM.
+ */
+const verified = <A>(
+  committer: Committer<State<A>> | undefined,
+  state: TRef.TRef<State<A>>
+): Effect.Effect<Committer<State<A>> | undefined> => {
+  if (committer === undefined) return Effect.succeed(undefined)
+  const written = committer((s) => {
+    const copy = patched(s, {})
+    return [copy, copy]
+  })
+  return Effect.map(STM.commit(TRef.get(state)), (seen) => seen === written ? committer : undefined)
+}
 
 /** @internal */
 export const layer = <I, A, R>(

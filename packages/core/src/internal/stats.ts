@@ -30,25 +30,67 @@ export class Counters {
   leaked = 0
 }
 
-/** Every state change goes through here: one `TRef.modify`, gauges published from the new state. @internal */
+/**
+ * Every state change goes through here or `transact`: one `TRef.modify`, and the counts by state, pending
+ * requests and the breaker published as deltas from the old state to the new (OpenTelemetry UpDownCounters).
+ *
+ * @internal
+ */
 export const modify = <A, B>(pool: PoolImpl<A>, f: (s: State<A>) => readonly [B, State<A>]): STM.STM<B> =>
-  TRef.modify(pool.state, (s) => {
-    const result = f(s)
-    const next = result[1]
-    const metrics = pool.metrics
-    if (next.idleCount !== s.idleCount || next.total !== s.total) {
-      metrics.used.unsafeUpdate(next.total - next.idleCount, noTags)
-      metrics.idle.unsafeUpdate(next.idleCount, noTags)
-    }
-    if (next.waiting !== s.waiting) metrics.pendingRequests.unsafeUpdate(next.waiting, noTags)
-    if (next.breaker !== s.breaker) metrics.breakerOpen.unsafeUpdate(next.breaker === undefined ? 0 : 1, noTags)
-    return result
-  })
+  TRef.modify(pool.state, (s) => published(pool, s, f(s)))
 
-/** Publishes the configured sizes, at creation and after a resize. @internal */
-export const publishLimits = <A>(pool: PoolImpl<A>): void => {
-  pool.metrics.max.unsafeUpdate(pool.options.maxSize, noTags)
-  pool.metrics.idleMin.unsafeUpdate(pool.options.minSize, noTags)
+/**
+ * The hot path's form of `modify`: the same transition and metrics, committed at once and synchronously
+ * (`PoolImpl.commit`). For a transition that is its own transaction: acquire, release, a waiter leaving.
+ *
+ * @internal
+ */
+export const transact = <A, B>(pool: PoolImpl<A>, f: (s: State<A>) => readonly [B, State<A>]): B =>
+  pool.commit(publishing(pool, f))
+
+/** A transition that publishes the metrics: built once for a transaction the pool commits over and over. @internal */
+export const publishing = <A, B>(
+  pool: PoolImpl<A>,
+  f: (s: State<A>) => readonly [B, State<A>]
+): (s: State<A>) => readonly [B, State<A>] =>
+(s) => published(pool, s, f(s))
+
+const published = <A, B>(pool: PoolImpl<A>, s: State<A>, result: readonly [B, State<A>]) => {
+  const next = result[1]
+  const metrics = pool.metrics
+  if (next.idleCount !== s.idleCount || next.total !== s.total) {
+    const used = next.total - next.idleCount - (s.total - s.idleCount)
+    if (used !== 0) metrics.used.unsafeUpdate(used, noTags)
+    if (next.idleCount !== s.idleCount) metrics.idle.unsafeUpdate(next.idleCount - s.idleCount, noTags)
+  }
+  if (next.waiting !== s.waiting) metrics.pendingRequests.unsafeUpdate(next.waiting - s.waiting, noTags)
+  if ((next.breaker === undefined) !== (s.breaker === undefined)) {
+    metrics.breakerOpen.unsafeUpdate(next.breaker === undefined ? -1 : 1, noTags)
+  }
+  if (next.closed && !s.closed) publishLimits(pool, true)
+  return result
+}
+
+/**
+ * Publishes the configured sizes (at creation, after a resize) as deltas from what was published before; a pool
+ * that closes takes its sizes back, so that pools of the same name add up and a closed one counts for nothing.
+ *
+ * @internal
+ */
+export const publishLimits = <A>(pool: PoolImpl<A>, closing = false): void => {
+  const m = pool.metrics
+  const was = m.published
+  if (was.closed) return
+  const minSize = closing ? 0 : pool.options.minSize
+  const maxSize = closing ? 0 : pool.options.maxSize
+  if (maxSize !== was.maxSize) {
+    const delta = maxSize - was.maxSize
+    m.max.unsafeUpdate(delta, noTags)
+    m.limit.unsafeUpdate(delta, noTags)
+    m.idleMax.unsafeUpdate(delta, noTags)
+  }
+  if (minSize !== was.minSize) m.idleMin.unsafeUpdate(minSize - was.minSize, noTags)
+  m.published = { minSize, maxSize, closed: closing }
 }
 
 /** @internal */

@@ -27,17 +27,17 @@ export type Take<A> =
  *
  * @internal
  */
-export type Placed<A> =
-  | Waiter<A>
-  | { readonly _tag: "Idle" }
-  | {
-    readonly _tag: "Destroy"
-    readonly spawn: number
-    /** Waiters left with nothing to wait for: the breaker is open and this was the last connection. */
-    readonly stranded: ReadonlyArray<Waiter<A>>
-    /** The `tryGet` this connection was opened for, when the pool shut or shrank while it opened. */
-    readonly orphan: Waiter<A> | undefined
-  }
+export type Placed<A> = Waiter<A> | { readonly _tag: "Idle" } | Closing<A>
+
+/** A connection to close, and what closing it leaves to do. @internal */
+export interface Closing<A> {
+  readonly _tag: "Destroy"
+  readonly spawn: number
+  /** Waiters left with nothing to wait for: the breaker is open and this was the last connection. */
+  readonly stranded: ReadonlyArray<Waiter<A>>
+  /** The `tryGet` this connection was opened for, when the pool shut or shrank while it opened. */
+  readonly orphan: Waiter<A> | undefined
+}
 
 /** Who opens a connection: a caller's connect, the warm-up and refill, or the breaker's probe. @internal */
 export type Kind = "waiter" | "background" | "probe"
@@ -117,21 +117,30 @@ export const enqueue = <A>(s: State<A>, waiter: Waiter<A>, traced: boolean): rea
 }
 
 /**
+ * Queues a waiter at the head of the queue: a caller that was about to get a connection, older than every waiter
+ * behind it. It keeps its deadline (and times itself: the sweeper sleeps on the old head's).
+ *
+ * @internal
+ */
+export const queueFirst = <A>(s: State<A>, waiter: Waiter<A>, traced: boolean): readonly [Waiter<A>, State<A>] => {
+  const waiting = s.waiting + 1
+  const spawn = spawnCount(s, waiting)
+  waiter.spawn = spawn
+  waiter.spawned = spawn > 0
+  waiter.wake = s.waiting === 0
+  waiter.traced = traced
+  const waiters = { front: Stack.push(s.waiters.front, waiter), back: s.waiters.back }
+  return [waiter, patched(s, { waiters, waiting, pending: s.pending + spawn })]
+}
+
+/**
  * A connection handed to a caller failed its check: it leaves the count, and the caller, as `waiter`, goes back
  * to the head of the queue (it had waited its turn), with connects started for it as for a newcomer.
  *
  * @internal
  */
-export const requeueFirst = <A>(s: State<A>, waiter: Waiter<A>): readonly [Waiter<A>, State<A>] => {
-  const rest = patched(s, { total: s.total - 1 })
-  const waiting = rest.waiting + 1
-  const spawn = spawnCount(rest, waiting)
-  waiter.spawn = spawn
-  waiter.spawned = spawn > 0
-  waiter.wake = rest.waiting === 0
-  const waiters = { front: Stack.push(rest.waiters.front, waiter), back: rest.waiters.back }
-  return [waiter, patched(rest, { waiters, waiting, pending: rest.pending + spawn })]
-}
+export const requeueFirst = <A>(s: State<A>, waiter: Waiter<A>): readonly [Waiter<A>, State<A>] =>
+  queueFirst(patched(s, { total: s.total - 1 }), waiter, false)
 
 /** `tryGet`'s waiter, never queued: reserves the one connect it opens for itself. @internal */
 export const reserveFor = <A>(s: State<A>, waiter: Waiter<A>, traced: boolean): readonly [Waiter<A>, State<A>] => {

@@ -3,7 +3,9 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Tracer from "effect/Tracer"
 import type { PoolError } from "../PoolError.js"
+import type { Budget } from "./deadline.js"
 import type { Entry } from "./state.js"
+import type { Closing } from "./transitions.js"
 
 /** A waiter's `status`; written only by the transitions in `transitions.ts`. @internal */
 export const WAITING = 0
@@ -39,6 +41,8 @@ export class Waiter<A> {
   spawn = 0
   wake = false
   traced = false
+  /** What its acquire spent before it queued (validating a broken connection); set off the hot path only. */
+  budget: Budget | undefined = undefined
 
   /**
    * Called once, by whoever took the waiter in a transaction. Once a job is attached, it gets the failures; a
@@ -67,10 +71,18 @@ export type Start<A> = (conn: A, done: (exit: Exit.Exit<unknown, unknown>) => vo
 /** How a job's caller stops waiting: a pool failure (it never got a connection), or its operation's exit. @internal */
 export type JobResult = Exit.Exit<Exit.Exit<unknown, unknown>, PoolError>
 
+/** Who gives a job's connection back: nobody yet, its `done` callback (`callback.releaseInDone`), or its caller. */
+export const UNRELEASED = 0
+/** @internal */
+export const RELEASED_IN_DONE = 1
+/** @internal */
+export const CALLER_RELEASES = 2
+
 /**
  * A `withConnectionCallback` operation. Whoever hands its caller a connection starts it right there (`run`), so
  * the caller is woken once, when the operation is done, rather than once for the connection and once more for
- * the operation.
+ * the operation. When it is done, its `done` callback gives the connection back there and then (`onDone`), so
+ * a job queued for it starts before the caller's fiber is even scheduled.
  *
  * @internal
  */
@@ -85,7 +97,18 @@ export class Job<A> {
   resume: ((result: JobResult) => void) | undefined = undefined
   /** The `ConnectionPool.acquire` span of a traced wait, ended when the connection is handed over. */
   span: Tracer.Span | undefined = undefined
-  constructor(readonly start: Start<A>, readonly clock: Clock.Clock) {}
+  /** `UNRELEASED`, `RELEASED_IN_DONE` or `CALLER_RELEASES`: set once, so a connection is given back once. */
+  released: 0 | 1 | 2 = UNRELEASED
+  /** Set while `start` runs: a `done` called from inside it leaves the release to the caller (no recursion). */
+  starting = false
+  /** What the release in `done` left to the caller's fiber: a connection to close (it takes effects). */
+  closing: Closing<A> | undefined = undefined
+  constructor(
+    readonly start: Start<A>,
+    readonly clock: Clock.Clock,
+    /** Gives the connection back from inside `done`, once the operation is over. */
+    readonly onDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => void
+  ) {}
 
   settle(result: JobResult): void {
     if (this.result !== undefined) return
@@ -103,12 +126,16 @@ export class Job<A> {
     const done = (exit: Exit.Exit<unknown, unknown>) => {
       if (this.finished) return
       this.finished = true
+      if (!this.starting && this.released === UNRELEASED) this.onDone(this, exit)
       this.settle(Exit.succeed(exit))
     }
+    this.starting = true
     try {
       this.canceler = this.start(entry.conn, done)
     } catch (defect) {
       done(Exit.die(defect))
+    } finally {
+      this.starting = false
     }
   }
 

@@ -13,11 +13,38 @@ let nextId = 0
 
 type Resume = (effect: Effect.Effect<Uint8Array, SocketError>) => void
 
-/** A request written and its reply being parsed straight from the socket's `data` events (`TcpPool.exchange`). */
-interface Exchange {
-  readonly parse: (data: Buffer) => readonly [reply: unknown, consumed: number] | undefined
-  readonly done: (exit: Exit.Exit<unknown, SocketError>) => void
-  buffer: Buffer | undefined
+/** Parses a reply from the bytes received so far: the reply and the bytes it took, or `undefined` for more. */
+type Parse = (data: Buffer) => readonly [reply: unknown, consumed: number] | undefined
+
+/** Called once an exchange ends, with the reply or the socket's failure. */
+type Done = (exit: Exit.Exit<unknown, SocketError>) => void
+
+/** The endpoint a connection belongs to: told when it is lent and given back, and when its socket is lost. @internal */
+export interface Owner {
+  lend(conn: ConnectionImpl): void
+  giveBack(conn: ConnectionImpl): void
+  /** The socket ended or failed under the pool. */
+  lost(conn: ConnectionImpl, error: SocketError): void
+}
+
+/** A chunk as a `Buffer`: a socket's chunks already are one; bytes given to `unread` may not be. */
+const asBuffer = (chunk: Uint8Array): Buffer =>
+  Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)
+
+/** `read` until `parse` finds a whole reply; the rest goes back to the buffer. @internal */
+export const readParsed = <X>(
+  conn: Connection.Connection,
+  parse: (data: Buffer) => readonly [reply: X, consumed: number] | undefined
+): Effect.Effect<X, SocketError> => {
+  const loop = (buffer: Buffer | undefined): Effect.Effect<X, SocketError> =>
+    Effect.flatMap(conn.read, (chunk) => {
+      const data = buffer === undefined ? asBuffer(chunk) : Buffer.concat([buffer, chunk])
+      const parsed = parse(data)
+      if (parsed === undefined) return loop(data)
+      if (parsed[1] < data.length) conn.unread(data.subarray(parsed[1]))
+      return Effect.succeed(parsed[0])
+    })
+  return loop(undefined)
 }
 
 /**
@@ -39,7 +66,13 @@ export class ConnectionImpl implements Connection.Connection {
   failure: SocketError | undefined = undefined
   private chunks: Array<Uint8Array> = []
   private reader: Resume | undefined = undefined
-  private exchange: Exchange | undefined = undefined
+  /**
+   * The exchange in progress (`TcpPool.exchange`), its reply parsed straight from the socket's `data` events: in
+   * plain fields rather than an object per request, as at most one runs at a time. `done` is set while one runs.
+   */
+  private parse: Parse | undefined = undefined
+  private done: Done | undefined = undefined
+  private partial: Buffer | undefined = undefined
   private closing: Effect.Effect<void> | undefined = undefined
 
   constructor(
@@ -48,7 +81,7 @@ export class ConnectionImpl implements Connection.Connection {
     readonly address: string,
     readonly generation: number,
     readonly createdAt: number,
-    private readonly onLost: (conn: ConnectionImpl, error: SocketError) => void
+    readonly owner: Owner
   ) {
     this.releasedAt = createdAt
     socket.on("data", this.onData)
@@ -124,49 +157,56 @@ export class ConnectionImpl implements Connection.Connection {
   }
 
   /**
-   * Writes `request` and parses the reply as it arrives, calling `done` once with it (or with the socket's
-   * failure). Bytes after the reply stay buffered for the next reader.
+   * Lends the connection, writes `request` and parses the reply as it arrives, then gives the connection back to
+   * its owner and calls `done` once with the reply (or with the socket's failure). Bytes after the reply stay
+   * buffered for the next reader.
    */
-  startExchange(
-    request: string | Uint8Array,
-    parse: Exchange["parse"],
-    done: Exchange["done"]
-  ): void {
-    if (this.failure !== undefined) return done(Exit.fail(this.failure))
-    const exchange: Exchange = { parse, done, buffer: undefined }
-    this.exchange = exchange
+  startExchange(request: string | Uint8Array, parse: Parse, done: Done): void {
+    this.owner.lend(this)
+    if (this.failure !== undefined) {
+      this.owner.giveBack(this)
+      return done(Exit.fail(this.failure))
+    }
+    this.parse = parse
+    this.done = done
+    this.partial = undefined
     this.socket.write(request)
-    while (this.chunks.length > 0 && this.exchange === exchange) this.feed(exchange, this.chunks.shift()!)
+    while (this.chunks.length > 0 && this.done === done) this.feed(this.chunks.shift()!)
   }
 
   /** The caller gave up (interrupted): the reply is no longer wanted; the pool closes the connection. */
-  cancelExchange(): void {
-    this.exchange = undefined
+  readonly cancelExchange: Effect.Effect<void> = Effect.sync(() => void this.endExchange())
+
+  /** Ends the exchange in progress, if any, and gives the connection back: its `done` is the caller's to call. */
+  private endExchange(): Done | undefined {
+    const done = this.done
+    if (done === undefined) return undefined
+    this.parse = undefined
+    this.done = undefined
+    this.partial = undefined
+    this.owner.giveBack(this)
+    return done
   }
 
-  private feed(exchange: Exchange, chunk: Uint8Array): void {
-    const data = exchange.buffer === undefined
-      ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)
-      : Buffer.concat([exchange.buffer, chunk])
+  private feed(chunk: Uint8Array): void {
+    const data = this.partial === undefined ? asBuffer(chunk) : Buffer.concat([this.partial, chunk])
     let parsed: readonly [unknown, number] | undefined
     try {
-      parsed = exchange.parse(data)
+      parsed = this.parse!(data)
     } catch (defect) {
-      this.exchange = undefined
-      return exchange.done(Exit.die(defect))
+      return this.endExchange()!(Exit.die(defect))
     }
     if (parsed === undefined) {
-      exchange.buffer = data
+      this.partial = data
       return
     }
-    this.exchange = undefined
+    const done = this.endExchange()!
     if (parsed[1] < data.length) this.chunks.unshift(data.subarray(parsed[1]))
-    exchange.done(Exit.succeed(parsed[0]))
+    done(Exit.succeed(parsed[0]))
   }
 
   private readonly onData = (chunk: Uint8Array) => {
-    const exchange = this.exchange
-    if (exchange !== undefined) return this.feed(exchange, chunk)
+    if (this.done !== undefined) return this.feed(chunk)
     const reader = this.reader
     if (reader !== undefined) {
       this.reader = undefined
@@ -187,10 +227,8 @@ export class ConnectionImpl implements Connection.Connection {
     const reader = this.reader
     this.reader = undefined
     reader?.(Effect.fail(error))
-    const exchange = this.exchange
-    this.exchange = undefined
-    exchange?.done(Exit.fail(error))
-    if (byPeer) this.onLost(this, error)
+    this.endExchange()?.(Exit.fail(error))
+    if (byPeer) this.owner.lost(this, error)
   }
 }
 

@@ -17,9 +17,12 @@ import {
   type SocketError
 } from "../TcpError.js"
 import { type Connector, destroyAll, open } from "./connect.js"
-import { ConnectionImpl } from "./connection.js"
+import { ConnectionImpl, type Owner } from "./connection.js"
 import type { Limiter } from "./limiter.js"
 import * as metrics from "./metrics.js"
+
+/** One shared empty array of extra tags: the metrics carry theirs in their keys. */
+const noTags: ReadonlyArray<never> = []
 
 /** What every endpoint's pool shares with the others. @internal */
 export interface Shared extends Connector {
@@ -35,7 +38,7 @@ export interface Shared extends Connector {
  * eviction and reuse on. Plain fields, read and written only synchronously.
  * @internal
  */
-export class EndpointState {
+export class EndpointState implements Owner {
   pool: ConnectionPool.ConnectionPool<ConnectionImpl> | undefined = undefined
   readonly conns = new Set<ConnectionImpl>()
   /** Connections lent out. */
@@ -49,6 +52,8 @@ export class EndpointState {
   scope: Scope.CloseableScope | undefined = undefined
   /** Whether a caller began building its pool. */
   started = false
+  /** Taken out of the pool's endpoints (evicted, or the pool shut down): a later borrow makes a new state. */
+  removed = false
   /** The pool being made, until `pool` is set. */
   pending: Effect.Effect<ConnectionPool.ConnectionPool<ConnectionImpl>, PoolClosed> | undefined = undefined
   readonly metrics: metrics.EndpointMetrics
@@ -109,6 +114,9 @@ export class EndpointState {
     })
   }
 
+  /** `typed` as a failed Effect, made once: the borrow paths' error handler. */
+  readonly retyped = (error: ConnectionError): Effect.Effect<never, ConnectError> => Effect.fail(this.typed(error))
+
   /** A permit under the global cap, then a socket (retried), then the protocol's `onCreate`. */
   get connect(): Effect.Effect<ConnectionImpl, ConnectError> {
     const { limiter } = this.shared
@@ -138,16 +146,16 @@ export class EndpointState {
     const start = clock.unsafeCurrentTimeMillis()
     return open(this.shared, this.endpoint, this.tls, (error) => {
       this.errors++
-      this.metrics.error(error._tag).unsafeUpdate(1, [])
+      this.metrics.error(error._tag).unsafeUpdate(1, noTags)
     }, made).pipe(
       Effect.map(({ address, socket }) =>
-        new ConnectionImpl(this.endpoint, socket, address, this.generation, clock.unsafeCurrentTimeMillis(), this.lost)
+        new ConnectionImpl(this.endpoint, socket, address, this.generation, clock.unsafeCurrentTimeMillis(), this)
       ),
       Effect.flatMap((conn) => Effect.as(this.handshake(conn), conn)),
       Effect.tap((conn) => {
         this.conns.add(conn)
-        this.metrics.created.unsafeUpdate(1, [])
-        this.metrics.connectTime.unsafeUpdate((clock.unsafeCurrentTimeMillis() - start) / 1000, [])
+        this.metrics.created.unsafeUpdate(1, noTags)
+        this.metrics.connectTime.unsafeUpdate((clock.unsafeCurrentTimeMillis() - start) / 1000, noTags)
         return Effect.logDebug(`connection ${conn.id} opened to ${conn.address}`)
       })
     )
@@ -178,7 +186,7 @@ export class EndpointState {
   }
 
   /** The socket ended or failed under the pool: counted; the core drops it at its next release or checkout. */
-  readonly lost = (_conn: ConnectionImpl, error: SocketError): void => {
+  lost(_conn: ConnectionImpl, error: SocketError): void {
     if (error.code !== "EOF") this.errors++
   }
 
@@ -191,7 +199,7 @@ export class EndpointState {
       Effect.zipRight(conn.close),
       Effect.zipRight(Effect.suspend(() => {
         this.conns.delete(conn)
-        this.metrics.closed.unsafeUpdate(1, [])
+        this.metrics.closed.unsafeUpdate(1, noTags)
         return Effect.zipRight(this.shared.limiter.give, Effect.logDebug(`connection ${conn.id} closed`))
       })),
       Effect.annotateLogs({ pool: this.name })
@@ -223,7 +231,7 @@ export class EndpointState {
     this.lent++
     conn.lent = true
     conn.uses++
-    if (conn.uses > 1) this.metrics.reused.unsafeUpdate(1, [])
+    if (conn.uses > 1) this.metrics.reused.unsafeUpdate(1, noTags)
   }
 
   /** The caller is done with it: the core's release (and `reusable`) comes next. */

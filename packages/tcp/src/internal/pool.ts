@@ -19,7 +19,7 @@ import type * as Endpoint from "../Endpoint.js"
 import * as TcpPool from "../TcpPool.js"
 import { ConnectionFailed, type InvalidEndpoint, type SocketError, type TcpPoolError } from "../TcpError.js"
 import { systemResolver } from "./connect.js"
-import type { ConnectionImpl } from "./connection.js"
+import { type ConnectionImpl, readParsed } from "./connection.js"
 import { decode } from "./endpoint.js"
 import { EndpointState, type Shared } from "./endpointPool.js"
 import { Limiter } from "./limiter.js"
@@ -30,24 +30,6 @@ export const TypeId: TcpPool.TypeId = Symbol.for("@connection-pool/tcp/TcpPool")
 
 /** @internal */
 export const isTcpPool = (u: unknown): u is TcpPool.TcpPool => hasProperty(u, TypeId)
-
-/** `read` until `parse` finds a whole reply; the rest goes back to the buffer. */
-const readParsed = <X>(
-  conn: Connection.Connection,
-  parse: (data: Buffer) => readonly [reply: X, consumed: number] | undefined
-): Effect.Effect<X, SocketError> => {
-  const loop = (buffer: Buffer | undefined): Effect.Effect<X, SocketError> =>
-    Effect.flatMap(conn.read, (chunk) => {
-      const data = buffer === undefined
-        ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)
-        : Buffer.concat([buffer, chunk])
-      const parsed = parse(data)
-      if (parsed === undefined) return loop(data)
-      if (parsed[1] < data.length) conn.unread(data.subarray(parsed[1]))
-      return Effect.succeed(parsed[0])
-    })
-  return loop(undefined)
-}
 
 /** Ended in a value or a typed failure: the connection's state is known, so `onRelease` may look at it. */
 const cleanly = (exit: Exit.Exit<unknown, unknown>): boolean =>
@@ -61,6 +43,8 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
   readonly sockets = new Set<net.Socket>()
   /** Decoded string inputs, so that a hot loop borrowing from `"host:port"` parses it once. */
   private readonly parsed = new Map<string, Either.Either<Endpoint.Endpoint, InvalidEndpoint>>()
+  /** The endpoints' states by the strings that named them (see `lookup`). */
+  private readonly byInput = new Map<string, EndpointState>()
   closed = false
 
   constructor(
@@ -84,6 +68,30 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       this.parsed.set(input, decoded)
     }
     return decoded
+  }
+
+  /**
+   * The state of the endpoint a borrow names (see `enter`), or why there is none. A string input's state is kept
+   * by the string, so that a hot loop borrowing from `"host:port"` finds it with one lookup; an entry whose
+   * endpoint was evicted since is looked up again.
+   */
+  lookup(input: Endpoint.Input): EndpointState | InvalidEndpoint | PoolClosed {
+    if (typeof input === "string" && !this.closed) {
+      const ep = this.byInput.get(input)
+      if (ep !== undefined && !ep.removed) {
+        ep.lastUsed = this.clock.unsafeCurrentTimeMillis()
+        return ep
+      }
+    }
+    const decoded = this.decode(input)
+    if (Either.isLeft(decoded)) return decoded.left
+    const ep = this.enter(decoded.right)
+    if (ep === undefined) return this.closedError
+    if (typeof input === "string") {
+      if (this.byInput.size >= 1024) this.byInput.clear()
+      this.byInput.set(input, ep)
+    }
+    return ep
   }
 
   /**
@@ -176,15 +184,12 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
     f: (conn: Connection.Connection) => Effect.Effect<X, E, R>
   ): Effect.Effect<X, E | TcpPoolError, R> {
     return Effect.suspend(() => {
-      const decoded = this.decode(input)
-      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-      const endpoint = decoded.right
-      const ep = this.enter(endpoint)
-      if (ep === undefined) return Effect.fail(this.closedError)
+      const ep = this.lookup(input)
+      if (!(ep instanceof EndpointState)) return Effect.fail(ep)
       const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) =>
         pool.withConnection((conn: ConnectionImpl) => this.use(ep, conn, f))
       return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
-        Effect.catchIf(isCoreConnectionError, (error) => Effect.fail(ep.typed(error)))
+        Effect.catchIf(isCoreConnectionError, ep.retyped)
       ) as Effect.Effect<X, E | TcpPoolError, R>
     })
   }
@@ -199,33 +204,25 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       // the hooks are Effects around the borrow: the plain path runs them
       return this.withConnection(input, (conn) => Effect.zipRight(conn.write(request), readParsed(conn, parse)))
     }
+    // made once per `exchange` call, not per run: the connection's owner does the lend / give-back bookkeeping
+    const start = (conn: ConnectionImpl, done: (exit: Exit.Exit<X, SocketError>) => void) => {
+      conn.startExchange(request, parse, done as (exit: Exit.Exit<unknown, SocketError>) => void)
+      return conn.cancelExchange
+    }
+    const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) => pool.withConnectionCallback(start)
     return Effect.suspend(() => {
-      const decoded = this.decode(input)
-      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-      const ep = this.enter(decoded.right)
-      if (ep === undefined) return Effect.fail(this.closedError)
-      const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) =>
-        pool.withConnectionCallback<X, SocketError>((conn, done) => {
-          ep.lend(conn)
-          conn.startExchange(request, parse, (exit) => {
-            ep.giveBack(conn)
-            done(exit as Exit.Exit<X, SocketError>)
-          })
-          return Effect.sync(() => conn.cancelExchange())
-        })
+      const ep = this.lookup(input)
+      if (!(ep instanceof EndpointState)) return Effect.fail(ep)
       return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
-        Effect.catchIf(isCoreConnectionError, (error) => Effect.fail(ep.typed(error)))
+        Effect.catchIf(isCoreConnectionError, ep.retyped)
       ) as Effect.Effect<X, TcpPoolError | SocketError>
     })
   }
 
   connection(input: Endpoint.Input): Effect.Effect<Connection.Connection, TcpPoolError, Scope.Scope> {
     return Effect.suspend(() => {
-      const decoded = this.decode(input)
-      if (Either.isLeft(decoded)) return Effect.fail(decoded.left)
-      const endpoint = decoded.right
-      const ep = this.enter(endpoint)
-      if (ep === undefined) return Effect.fail(this.closedError)
+      const ep = this.lookup(input)
+      if (!(ep instanceof EndpointState)) return Effect.fail(ep)
       return Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Effect.scope, (scope) =>
           restore(Effect.flatMap(this.poolOf(ep), (pool) => pool.get)).pipe(
@@ -242,7 +239,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
               return onAcquire === undefined ? Effect.void : restore(this.acquired(ep, conn, onAcquire))
             })
           ))
-      ).pipe(Effect.catchIf(isCoreConnectionError, (error) => Effect.fail(ep.typed(error)))) as Effect.Effect<
+      ).pipe(Effect.catchIf(isCoreConnectionError, ep.retyped)) as Effect.Effect<
         Connection.Connection,
         TcpPoolError,
         Scope.Scope
@@ -284,6 +281,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
           return Effect.void
         }
         this.endpoints.delete(ep.endpoint.key)
+        ep.removed = true
         return Effect.zipRight(
           Effect.logDebug(`endpoint ${ep.endpoint.key} evicted, unused for ${timeout} ms`),
           this.closeEndpoint(ep)
@@ -300,7 +298,9 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
     return Effect.suspend(() => {
       this.closed = true
       const all = Array.from(this.endpoints.values())
+      for (const ep of all) ep.removed = true
       this.endpoints.clear()
+      this.byInput.clear()
       return Effect.forEach(all, (ep) => this.closeEndpoint(ep), { discard: true, concurrency: "unbounded" })
     }).pipe(Effect.zipRight(Effect.logDebug("tcp pool shut down")), Effect.annotateLogs({ pool: this.name }))
   }

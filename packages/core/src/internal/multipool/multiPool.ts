@@ -181,6 +181,9 @@ class MultiPoolImpl<A> implements MultiPool.MultiPool<A> {
             limit: "acquireTimeout",
             timeout,
             waited: timeout,
+            waitingMs: this.options.acquireTimeout,
+            connectingMs: 0,
+            validatingMs: 0,
             stats
           })
         )
