@@ -8,7 +8,8 @@
  * better-sqlite3 is synchronous. With `threads: "worker"` each connection lives on a worker thread of its own, so
  * N readers use N cores and a long query neither blocks the event loop nor resists interruption (interrupting it
  * terminates that worker; the pool opens another). With `threads: "main"` (the default: it is faster for the
- * small statements most programs run, see bench/README.md) statements run on the main thread, synchronously.
+ * small statements most programs run, see bench/README.md) statements run on the main thread, synchronously, and
+ * one borrow of a reader serves every read of one scheduler turn (the readers' `acquired` counts those borrows).
  *
  * @example
  * ```ts
@@ -67,7 +68,10 @@ export interface SqlitePoolConfig extends ConnectionPool.PoolConfig, client.Clie
   /** The database file; created (with its directory's permission) when missing unless `fileMustExist`. */
   readonly filename: string
   readonly fileMustExist?: boolean | undefined
-  /** Where readers run: `"main"` (default) or `"worker"` (one worker thread per connection). */
+  /**
+   * Where readers run: `"main"` (default; one borrow serves the reads of a scheduler turn) or `"worker"` (one
+   * worker thread per connection, one borrow per statement).
+   */
   readonly threads?: "main" | "worker" | undefined
   /** Where the writer runs. Default: `threads`. */
   readonly writerThread?: "main" | "worker" | undefined

@@ -20,7 +20,8 @@ export const callback = <A, X, E>(pool: PoolImpl<A>, start: Start<A>): Effect.Ef
     const job = new Job(start, pool.clock, pool.releaseInDone)
     const waited = acquire(pool, restore, false, (entry) => {
       job.run(entry)
-      return awaitJob(pool, restore, job, undefined)
+      // done already (a synchronous driver): its result as is, without suspending the fiber for it
+      return job.result !== undefined ? job.result : awaitJob(pool, restore, job, undefined)
     }, (waiter) => waitForJob(pool, restore, job, waiter))
     return Effect.flatMap(Effect.exit(waited), (exit): Effect.Effect<X, E | PoolError> => {
       // the operation's own exit; or a pool failure, or an interruption, before or while it ran

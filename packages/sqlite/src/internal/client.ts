@@ -8,9 +8,11 @@ import * as Statement from "@effect/sql/Statement"
 import type Database from "better-sqlite3"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { Connection, Request } from "./connection.js"
+import * as Lease from "./lease.js"
 
 /** What @effect/sql-sqlite-node's client options add to ours. @internal */
 export interface ClientOptions {
@@ -55,6 +57,9 @@ export const classifier = (db: Database.Database, capacity = 1000) => {
   }
 }
 
+/** Steps `withConnection` takes from its start to the connection's release, with room to spare. */
+const BORROW_OPS = 64
+
 const statement = (request: Request) => (conn: Connection, done: Parameters<Connection["run"]>[1]) =>
   conn.run(request, done)
 
@@ -68,7 +73,9 @@ class PooledConnection implements SqlConnection {
     readonly writer: Pool,
     readonly isRead: (sql: string) => boolean,
     readonly threads: Threads,
-    readonly pinned: Connection | undefined
+    readonly pinned: Connection | undefined,
+    /** Main-thread readers, lent for a scheduler turn at a time (see lease.ts). */
+    readonly lessor: Lease.Lessor | undefined
   ) {}
 
   private run(sql: string, params: ReadonlyArray<unknown>, mode: Request["mode"], unprepared = false) {
@@ -83,13 +90,21 @@ class PooledConnection implements SqlConnection {
       const pinned = this.pinned
       if (pinned !== undefined) return Effect.async<any, SqlError>((resume) => pinned.run(request, resume))
       const read = this.isRead(sql)
-      const borrow = (read ? this.readers : this.writer).withConnectionCallback(statement(request))
-      // On the main thread a statement holds its connection only while it runs, synchronously, unless effect's
-      // scheduler yields the fiber in between (it may at any step, once the fiber has run long enough). Every
-      // other fiber then finds no connection and queues, and the queue, once formed, never drains: each release
-      // hands over to a waiter that has to be woken. Not yielding while borrowing keeps the connection free.
-      const main = read ? this.threads.readers === "main" : this.threads.writer === "main"
-      return Effect.mapError(main ? Effect.withMaxOpsBeforeYield(borrow, Infinity) : borrow, toSqlError)
+      if (read) {
+        if (this.lessor !== undefined) return this.lessor.use((conn) => conn.execute!(request))
+        return Effect.mapError(this.readers.withConnectionCallback(statement(request)), toSqlError)
+      }
+      if (this.threads.writer === "worker") {
+        return Effect.mapError(this.writer.withConnectionCallback(statement(request)), toSqlError)
+      }
+      // On the main thread: borrowed, run and given back with no asynchronous step (one would hide the fiber's
+      // running time from effect's scheduler, which then never yields it), and no yield in between unless the
+      // fiber is this close to its yield point: then it yields first. Yielding while holding the writer would
+      // queue every other writer, and the queue, once formed, stays: each release hands over to a waiter that
+      // has to be woken.
+      const borrow = Effect.mapError(this.writer.withConnection((conn) => conn.execute!(request)), toSqlError)
+      const budget = fiber.getFiberRef(FiberRef.currentMaxOpsBeforeYield) - BORROW_OPS
+      return fiber.currentOpCount > budget ? Effect.zipRight(Effect.yieldNow(), borrow) : borrow
     })
   }
 
@@ -121,25 +136,27 @@ export const make = (
   isRead: (sql: string) => boolean,
   threads: Threads,
   options: ClientOptions
-): Effect.Effect<Client.SqlClient, never, Scope.Scope | Reactivity.Reactivity> => {
-  const unpinned = new PooledConnection(readers, writer, isRead, threads, undefined)
-  const reserve: Effect.Effect<SqlConnection, SqlError, Scope.Scope> = Effect.map(
-    Effect.mapError(
-      writer.get,
-      (e) => new SqlError({ cause: e, message: "Failed to acquire connection for transaction" })
-    ),
-    (conn) => new PooledConnection(readers, writer, isRead, threads, conn)
-  )
-  return Client.make({
-    acquirer: Effect.succeed(unpinned),
-    transactionAcquirer: reserve,
-    compiler: Statement.makeCompilerSqlite(options.transformQueryNames),
-    spanAttributes: [
-      ...(options.spanAttributes ? Object.entries(options.spanAttributes) : []),
-      ["db.system.name", "sqlite"]
-    ],
-    transformRows: options.transformResultNames
-      ? Statement.defaultTransforms(options.transformResultNames).array
-      : undefined
+): Effect.Effect<Client.SqlClient, never, Scope.Scope | Reactivity.Reactivity> =>
+  Effect.gen(function*() {
+    const lessor = threads.readers === "main" ? yield* Lease.make(readers, toSqlError) : undefined
+    const unpinned = new PooledConnection(readers, writer, isRead, threads, undefined, lessor)
+    const reserve: Effect.Effect<SqlConnection, SqlError, Scope.Scope> = Effect.map(
+      Effect.mapError(
+        writer.get,
+        (e) => new SqlError({ cause: e, message: "Failed to acquire connection for transaction" })
+      ),
+      (conn) => new PooledConnection(readers, writer, isRead, threads, conn, undefined)
+    )
+    return yield* Client.make({
+      acquirer: Effect.succeed(unpinned),
+      transactionAcquirer: reserve,
+      compiler: Statement.makeCompilerSqlite(options.transformQueryNames),
+      spanAttributes: [
+        ...(options.spanAttributes ? Object.entries(options.spanAttributes) : []),
+        ["db.system.name", "sqlite"]
+      ],
+      transformRows: options.transformResultNames
+        ? Statement.defaultTransforms(options.transformResultNames).array
+        : undefined
+    })
   })
-}

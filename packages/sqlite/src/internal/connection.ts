@@ -38,6 +38,8 @@ export interface Connection {
   readonly thread: "main" | "worker"
   /** Starts `request`; `done` is called once. Returns what cancels it (a worker is terminated), if anything can. */
   readonly run: (request: Request, done: Done) => Effect.Effect<void> | void
+  /** Main-thread connections: runs `request` now. */
+  readonly execute?: ((request: Request) => Exit.Exit<any, SqlError>) | undefined
   /** False once the connection can serve no one (its worker exited). */
   readonly usable: () => boolean
   readonly close: Effect.Effect<void>
@@ -149,19 +151,19 @@ export const connectMain = (options: OpenOptions): Effect.Effect<Connection, Con
     try: () => {
       const db = openDatabase(options)
       const prepare = statementCache(db, options.prepareCacheSize)
+      const run = (request: Request): Exit.Exit<any, SqlError> => {
+        try {
+          return Exit.succeed(execute(request.unprepared ? db.prepare(request.sql) : prepare(request.sql), request))
+        } catch (cause) {
+          return Exit.fail(failed(cause))
+        }
+      }
       const connection: Connection = {
         id: ++ids,
         filename: options.filename,
         thread: "main",
-        run: (request, done) => {
-          let result: unknown
-          try {
-            result = execute(request.unprepared ? db.prepare(request.sql) : prepare(request.sql), request)
-          } catch (cause) {
-            return done(Exit.fail(failed(cause)))
-          }
-          done(Exit.succeed(result))
-        },
+        run: (request, done) => done(run(request)),
+        execute: run,
         usable: () => db.open,
         close: Effect.sync(() => {
           try {
