@@ -50,13 +50,18 @@ describe("PgPool: nested acquire and leak detection", () => {
       assert.deepStrictEqual([stats.timeouts, stats.inUse, stats.waiting], [0, 0, 0])
     })))
 
-  it.live("the same with nested: \"allow\" deadlocks until acquireTimeout: every statement fails with PoolTimeout", () =>
+  it.live("the same with nested: \"allow\" deadlocks until acquireTimeout breaks it with PoolTimeout", () =>
     run(
       Effect.gen(function*() {
+        const start = Date.now()
         const exits = yield* everyoneNests(4)
-        for (const exit of exits) {
-          assert.isTrue(Exit.isFailure(exit))
-          const error = Cause.squash((exit as Exit.Failure<unknown, unknown>).cause) as SqlError
+        // nobody got anywhere until the first deadline; then a caller that timed out freed its connection for
+        // another (real deadlines are a few ms apart, so not every one of them times out)
+        assert.isAtLeast(Date.now() - start, 450)
+        const failed = exits.filter(Exit.isFailure)
+        assert.isAtLeast(failed.length, 1)
+        for (const exit of failed) {
+          const error = Cause.squash(exit.cause) as SqlError
           assert.strictEqual(error._tag, "SqlError")
           assert.strictEqual((error.cause as { _tag?: string })._tag, "PoolTimeout")
         }
