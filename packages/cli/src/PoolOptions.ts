@@ -156,6 +156,17 @@ export const fields = Options.all({
   shedOnExpectedWait: flag(
     "shed-on-expected-wait",
     "Also fail a caller at once when the queue's expected wait exceeds its --acquire-timeout. Default off."
+  ),
+  leakDetectionThreshold: duration(
+    "leak-detection-threshold",
+    "A connection held longer than this logs a leak warning (it is not closed). Default off."
+  ),
+  nested: Options.choice("nested", ["reuse", "fail", "allow"]).pipe(
+    Options.withDescription(
+      "A fiber that holds a connection and asks again: reuse it (default), fail with NestedAcquire, or allow a " +
+        "second one."
+    ),
+    Options.optional
   )
 })
 

@@ -52,7 +52,9 @@ describe("PoolOptions", () => {
         "--breaker-backoff", "1s",
         "--breaker-backoff-max", "20s",
         "--max-waiting", "50",
-        "--shed-on-expected-wait"
+        "--shed-on-expected-wait",
+        "--leak-detection-threshold", "10s",
+        "--nested", "fail"
       ])
       const expected: Required<ConnectionPool.PoolConfig> = {
         name: "app",
@@ -75,7 +77,9 @@ describe("PoolOptions", () => {
         breakerBackoff: Duration.seconds(1),
         breakerBackoffMax: Duration.seconds(20),
         maxWaiting: 50,
-        shedOnExpectedWait: true
+        shedOnExpectedWait: true,
+        leakDetectionThreshold: Duration.seconds(10),
+        nested: "fail"
       }
       assert.deepStrictEqual(Object.keys(config).sort(), poolConfigFields().sort())
       for (const [key, value] of Object.entries(expected)) {

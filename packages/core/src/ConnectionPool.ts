@@ -143,6 +143,29 @@ export interface PoolConfig {
    * ÷ connections open) exceeds its `acquireTimeout`: it would most likely time out anyway. Default false.
    */
   readonly shedOnExpectedWait?: boolean | undefined
+  /**
+   * Leak detection (HikariCP's option of the same name): a connection borrowed for longer than this logs a
+   * warning naming the pool, how long it has been held, the borrowing fiber and the span it borrowed under (with
+   * the span's source locations, Effect's stack), counted in `stats.leaksSuspected` and the
+   * `connection_pool.leaks` counter. Returned later, it logs an info line saying so. The connection is
+   * never closed for it. Default off.
+   */
+  readonly leakDetectionThreshold?: Duration.DurationInput | undefined
+  /**
+   * What a fiber that already holds a connection from this pool gets when it asks the pool again (a
+   * `withConnection` inside a `withConnection`, or a library call that borrows on its own inside your borrow):
+   * - `"reuse"` (default): the connection it holds. The inner borrow does not return it; the outer one does, so
+   *   code written against `withConnection` composes, and a transaction begun on the outer connection covers the
+   *   inner one.
+   * - `"fail"`: a `NestedAcquire` error at once.
+   * - `"allow"`: a second connection, as any other caller. With `maxSize` fibers each nesting, that deadlocks the
+   *   pool until `acquireTimeout`.
+   *
+   * Only the fiber that borrowed holds the connection: a fiber it forks (`Effect.fork`, the concurrent branches
+   * of `Effect.all`, and the fiber `Effect.timeout` and `Effect.race` run their effect in) borrows its own, since
+   * using one connection from two fibers at once is unsafe.
+   */
+  readonly nested?: "reuse" | "fail" | "allow" | undefined
 }
 
 /**

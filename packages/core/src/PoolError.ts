@@ -147,6 +147,27 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<{
 }
 
 /**
+ * A fiber that already holds a connection from this pool asked it for another, and the pool's `nested` option is
+ * `"fail"`. Waiting could deadlock the pool: with `maxSize` fibers each doing so, every connection is held by a
+ * fiber waiting for one more. Raised at once, never after a wait. (With the default `nested: "reuse"` the inner
+ * borrow gets the connection the fiber holds instead.)
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NestedAcquire extends Data.TaggedError("NestedAcquire")<{
+  readonly pool: string
+  /** The fiber that asked, as Effect names it (`#12`). */
+  readonly fiber: string
+}> {
+  override get message(): string {
+    return `pool "${this.pool}": fiber ${this.fiber} already holds a connection from this pool and asked for ` +
+      `another (nested acquire); waiting for it could deadlock the pool. Use the connection it holds, or set ` +
+      `nested: "reuse" to be given it`
+  }
+}
+
+/**
  * The state of an open circuit breaker, as a `ConnectionError` reports it.
  *
  * @since 0.1.0
@@ -193,9 +214,17 @@ const show = (value: unknown): string =>
  * @since 0.1.0
  * @category errors
  */
-export type PoolError = PoolEmpty | PoolOverloaded | PoolClosed | PoolTimeout | ConnectionError
+export type PoolError = PoolEmpty | PoolOverloaded | PoolClosed | PoolTimeout | ConnectionError | NestedAcquire
 
-const tags = new Set(["PoolEmpty", "PoolOverloaded", "PoolClosed", "PoolTimeout", "ConnectionError", "InvalidConfig"])
+const tags = new Set([
+  "PoolEmpty",
+  "PoolOverloaded",
+  "PoolClosed",
+  "PoolTimeout",
+  "ConnectionError",
+  "NestedAcquire",
+  "InvalidConfig"
+])
 
 /**
  * @since 0.1.0

@@ -56,6 +56,12 @@ export interface PoolStats {
    * milliseconds; 0 until one was released. `shedOnExpectedWait` estimates waits from it.
    */
   readonly useTimeRecentMs: number
+  /**
+   * Borrows held past `leakDetectionThreshold` since the pool was made (each reported once), and how many of
+   * them are still out. Both 0 while leak detection is off.
+   */
+  readonly leaksSuspected: number
+  readonly leaked: number
 }
 
 /**

@@ -68,7 +68,8 @@ describe("MultiPool", () => {
     it.scoped("least-in-use picks the server with the fewest borrows", () =>
       Effect.gen(function*() {
         const drivers = fleet(3)
-        const pool = yield* MultiPool.make({ servers: servers(drivers), selection: "least-in-use" })
+        // one fiber holding six connections at once: `nested: "allow"`, or its later borrows would reuse the first
+        const pool = yield* MultiPool.make({ servers: servers(drivers), selection: "least-in-use", nested: "allow" })
         const held = yield* Effect.forEach([0, 1, 2, 3, 4], () => pool.get)
         // 5 borrows over 3 servers: 2, 2, 1; the next two go to the one with 1, then round the ties
         const per = drivers.map((_, i) => held.filter((c) => owner(drivers, c) === i).length)
@@ -222,7 +223,7 @@ describe("MultiPool", () => {
     it.scoped("tryGet tries each server; PoolEmpty only when all are full", () =>
       Effect.gen(function*() {
         const drivers = fleet(2)
-        const pool = yield* MultiPool.make({ servers: servers(drivers), maxSizePerServer: 1 })
+        const pool = yield* MultiPool.make({ servers: servers(drivers), maxSizePerServer: 1, nested: "allow" })
         const first = yield* pool.tryGet
         const second = yield* pool.tryGet
         assert.deepStrictEqual([owner(drivers, first), owner(drivers, second)].sort(), [0, 1])

@@ -109,6 +109,13 @@ describe("reconfigure", () => {
       const renamed = yield* Effect.flip(pool.reconfigure({ name: "other" } as ConnectionPool.Reconfiguration))
       assert.strictEqual(renamed.option, "name")
       assert.match(renamed.message, /cannot change while the pool runs/)
+      // chosen at start: the borrow path and the leak watcher
+      const nested = yield* Effect.flip(pool.reconfigure({ nested: "fail" }))
+      assert.deepStrictEqual([nested.option, nested.value], ["nested", "fail"])
+      assert.match(nested.message, /cannot change while the pool runs/)
+      const leak = yield* Effect.flip(pool.reconfigure({ leakDetectionThreshold: "1 second" }))
+      assert.strictEqual(leak.option, "leakDetectionThreshold")
+      yield* pool.reconfigure({ nested: "reuse" }) // the value it has: nothing changes, nothing fails
 
       const s = yield* pool.stats
       assert.deepStrictEqual([s.name, s.maxSize, s.minSize], ["kept", 2, 0])

@@ -10,6 +10,7 @@ import type * as ConnectionPool from "../ConnectionPool.js"
 import { type InvalidConfig, PoolClosed } from "../PoolError.js"
 import { grower, housekeeper, maintainer, prober, sweeper } from "./background.js"
 import { close, destroyed, signalRefill } from "./connections.js"
+import * as leak from "./leak.js"
 import type { PoolImpl } from "./pool.js"
 import { reconfigure } from "./reconfigure.js"
 import { type Entry, idleList, idlePatch, patched, type State } from "./state.js"
@@ -34,6 +35,7 @@ export const start = <A>(pool: PoolImpl<A>): Effect.Effect<void, never, Scope.Sc
     yield* Effect.forkScoped(Effect.interruptible(maintainer(pool)))
     yield* Effect.forkScoped(Effect.interruptible(prober(pool)))
     yield* Effect.forkScoped(Effect.interruptible(grower(pool)))
+    if (leak.enabled(pool)) yield* Effect.forkScoped(Effect.interruptible(leak.watcher(pool)))
     yield* signalRefill(pool)
   })
 

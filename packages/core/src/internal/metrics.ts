@@ -8,7 +8,8 @@ import * as MetricLabel from "effect/MetricLabel"
 // effect's metrics and @effect/opentelemetry (0.64) can say them:
 // - an UpDownCounter is effect's non-incremental counter, updated by deltas (a gauge would be an OTel Gauge);
 // - a unit is read from a `unit` tag, which therefore also shows as an attribute of every point;
-// - the breaker's state is no convention's: it is named in this project's namespace, `connection_pool.*`.
+// - the breaker's state and the leak count are no convention's: they are named in this project's namespace,
+//   `connection_pool.*`.
 
 /** @internal */
 export const attributes = {
@@ -56,6 +57,10 @@ export const keys = {
     description: "Acquisitions refused at once by overload shedding (maxWaiting, shedOnExpectedWait)",
     incremental: true
   }),
+  leaks: MetricKey.counter("connection_pool.leaks", {
+    description: "Borrows held longer than leakDetectionThreshold (suspected leaks)",
+    incremental: true
+  }),
   createTime: MetricKey.histogram("db.client.connection.create_time", seconds, "Time to open a connection"),
   waitTime: MetricKey.histogram("db.client.connection.wait_time", seconds, "Time to obtain a connection from the pool"),
   useTime: MetricKey.histogram(
@@ -95,6 +100,7 @@ export const forPool = (name: string) => {
     breakerOpen: make(keys.breakerOpen, undefined),
     timeouts: make(keys.timeouts, units.timeout),
     overloaded: make(keys.overloaded, units.request),
+    leaks: make(keys.leaks, units.connection),
     createTime: make(keys.createTime, units.seconds),
     waitTime: make(keys.waitTime, units.seconds),
     useTime: make(keys.useTime, units.seconds),

@@ -28,6 +28,9 @@ export interface Resolved {
   /** Most callers queued for a release; `Infinity` when unlimited. */
   readonly maxWaiting: number
   readonly shedOnExpectedWait: boolean
+  /** `Infinity` when leak detection is off. */
+  readonly leakDetectionThreshold: number
+  readonly nested: "reuse" | "fail" | "allow"
 }
 
 const invalid = (option: string, value: unknown, reason: string) => new InvalidConfig({ option, value, reason })
@@ -131,7 +134,14 @@ export const resolve = (options: PoolConfig): Effect.Effect<Resolved, InvalidCon
       reuse: yield* reuse(options.reuse),
       ...(yield* breaker(options)),
       maxWaiting: yield* maxWaiting(options.maxWaiting),
-      shedOnExpectedWait: yield* flag("shedOnExpectedWait", options.shedOnExpectedWait)
+      shedOnExpectedWait: yield* flag("shedOnExpectedWait", options.shedOnExpectedWait),
+      leakDetectionThreshold: yield* duration(
+        "leakDetectionThreshold",
+        options.leakDetectionThreshold,
+        Duration.infinity,
+        { infinite: true }
+      ),
+      nested: yield* nested(options.nested)
     }
   })
 
@@ -147,6 +157,11 @@ const reuse = (input: PoolConfig["reuse"]): Effect.Effect<"lifo" | "fifo", Inval
   input === undefined || input === "lifo" || input === "fifo"
     ? Effect.succeed(input ?? "lifo")
     : Effect.fail(invalid("reuse", input, `must be "lifo" or "fifo"`))
+
+const nested = (input: PoolConfig["nested"]): Effect.Effect<"reuse" | "fail" | "allow", InvalidConfig> =>
+  input === undefined || input === "reuse" || input === "fail" || input === "allow"
+    ? Effect.succeed(input ?? "reuse")
+    : Effect.fail(invalid("nested", input, `must be "reuse", "fail" or "allow"`))
 
 const breaker = (options: PoolConfig) =>
   Effect.gen(function*() {

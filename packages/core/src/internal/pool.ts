@@ -24,8 +24,10 @@ import type { InvalidConfig, PoolError } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
 import { callback, releaseInDone } from "./callback.js"
 import { acquire, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
+import type { Borrow } from "./leak.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
+import * as nested from "./nested.js"
 import { resolve, type Resolved } from "./options.js"
 import { type Committer, makeCommitter } from "./commit.js"
 import * as live from "./reconfigure.js"
@@ -46,6 +48,8 @@ import type { Job, Start } from "./waiter.js"
 // - `lifecycle.ts`: start, invalidate, drain, resize, shutdown
 // - `reconfigure.ts`: reconfigure, and `layerConfig`'s reload
 // - `overload.ts`: overload shedding (`maxWaiting`, `shedOnExpectedWait`)
+// - `nested.ts`: the borrow paths that know their fiber (nested acquire; who borrowed, for `leak.ts`)
+// - `leak.ts`: leak detection
 // - `stats.ts`: counters, the one `modify` that publishes gauges, `stats`
 
 /** @internal */
@@ -67,6 +71,12 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly spanOptions: Tracer.SpanOptions
   readonly get: Effect.Effect<A, PoolError, Scope.Scope>
   readonly tryGet: Effect.Effect<A, PoolError, Scope.Scope>
+  /** What each fiber holds from this pool, keyed by the fiber (see `nested.ts`). */
+  readonly holds = new WeakMap<object, nested.Hold<A>>()
+  /** Borrows out, while leak detection is on. */
+  readonly borrows = new Map<Entry<A>, Borrow<A>>()
+  /** Borrows go through `nested.ts`: unless `nested: "allow"` and leak detection is off. */
+  readonly fiberAware: boolean
   /**
    * Applies a transition to `state` as one transaction, synchronously, from a fiber or from a driver's callback:
    * the hot path's commit (`stats.transact` adds the gauges). Transitions that compose with other STM values
@@ -119,8 +129,9 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     stats.publishLimits(this)
     this.takeTx = makeTakeTx(this)
     this.tryTakeTx = makeTryTakeTx(this)
-    this.get = this.scoped(false)
-    this.tryGet = this.scoped(true)
+    this.fiberAware = nested.fiberAware(this)
+    this.get = this.fiberAware ? nested.scoped(this, false) : this.scoped(false)
+    this.tryGet = this.fiberAware ? nested.scoped(this, true) : this.scoped(true)
   }
 
   get name() {
@@ -155,6 +166,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   }
 
   use<X, E, R>(neverWait: boolean, f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R> {
+    if (this.fiberAware) return nested.use(this, neverWait, f)
     return Effect.uninterruptibleMask((restore) =>
       acquire(this, restore, neverWait, (entry) =>
         Effect.flatMap(
@@ -175,7 +187,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   withConnectionCallback<X, E>(
     start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
   ): Effect.Effect<X, E | PoolError> {
-    return callback(this, start as Start<A>)
+    return this.fiberAware ? nested.callback(this, start as Start<A>) : callback(this, start as Start<A>)
   }
 
   invalidate(conn: A): Effect.Effect<void> {
@@ -200,7 +212,8 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 }
 
 /** `f(conn)`, with a callback that throws instead of returning an Effect turned into that Effect's defect. */
-const applied = <A, X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>, conn: A): Effect.Effect<X, E, R> => {
+/** @internal */
+export const applied = <A, X, E, R>(f: (conn: A) => Effect.Effect<X, E, R>, conn: A): Effect.Effect<X, E, R> => {
   try {
     return f(conn)
   } catch (defect) {

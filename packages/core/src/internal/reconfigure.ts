@@ -64,10 +64,23 @@ export const replace = <A>(
     if (name !== pool.name) {
       return Effect.fail(new InvalidConfig({ option: "name", value: config.name, reason: cannotRename(pool) }))
     }
-    const applied = Effect.flatMap(resolve(config), (next) => apply(pool, poolConfigOf(config, next), next))
+    const applied = Effect.flatMap(resolve(config), (next) => {
+      const fixed = fixedAtStart.find((key) => next[key] !== pool.options[key])
+      return fixed === undefined
+        ? apply(pool, poolConfigOf(config, next), next)
+        : Effect.fail(new InvalidConfig({ option: fixed, value: config[fixed], reason: fixedReason }))
+    })
     // one at a time, so that each merges into the config the one before it left
     return lock ? pool.reconfiguring.withPermits(1)(applied) : applied
   })
+
+/**
+ * Options that choose, when the pool starts, which borrow path it takes (`nested.ts`) and whether the leak
+ * watcher runs (`leak.ts`): they cannot change while it runs.
+ */
+const fixedAtStart = ["nested", "leakDetectionThreshold"] as const
+
+const fixedReason = "cannot change while the pool runs (it chose its borrow path and leak watcher at start)"
 
 const cannotRename = <A>(pool: PoolImpl<A>) =>
   `cannot change while the pool runs (it is "${pool.name}": its metrics, spans and logs carry the name)`

@@ -29,6 +29,9 @@ export class Counters {
   overloadFailures = 0
   /** Moving mean of how long a connection is held, in milliseconds (see `overload.recordUse`); 0 until measured. */
   useTimeRecentMs = 0
+  /** Borrows that outlived `leakDetectionThreshold`, ever, and those of them not returned yet. */
+  leaksSuspected = 0
+  leaked = 0
 }
 
 /**
@@ -122,7 +125,9 @@ export const snapshot = <A>(pool: PoolImpl<A>, s: State<A>): PoolStats => {
     consecutiveConnectFailures: s.failures,
     ceiling: limitOf(s),
     overloadFailures: c.overloadFailures,
-    useTimeRecentMs: c.useTimeRecentMs
+    useTimeRecentMs: c.useTimeRecentMs,
+    leaksSuspected: c.leaksSuspected,
+    leaked: c.leaked
   }
 }
 

@@ -18,7 +18,9 @@ const summed = [
   "connectFailures",
   "validationFailures",
   "ceiling",
-  "overloadFailures"
+  "overloadFailures",
+  "leaksSuspected",
+  "leaked"
 ] as const
 
 /** Several pools as one: gauges and counters summed, mean wait weighted by acquisitions. @internal */
