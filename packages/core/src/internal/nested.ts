@@ -1,4 +1,5 @@
 import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
@@ -146,24 +147,29 @@ const heldUntilClosed = <A>(
     entry.conn
   )
 
-/** `get` / `tryGet`: the connection goes back when the caller's scope closes. @internal */
+/**
+ * `get` / `tryGet`: the connection goes back when the caller's scope closes. The scope is read from the fiber's
+ * context in the same step that finds the fiber (one step instead of `Effect.scope` and a `flatMap`).
+ *
+ * @internal
+ */
 export const scoped = <A>(pool: PoolImpl<A>, neverWait: boolean): Effect.Effect<A, PoolError, Scope.Scope> =>
-  Effect.flatMap(Effect.scope, (scope) =>
-    Effect.withFiberRuntime((fiber) => {
-      const hold = holdOf(pool, fiber)
-      const held = hold?.entry
-      if (held !== undefined) {
-        if (pool.options.nested === "fail") return nestedError(pool, fiber)
-        return Effect.uninterruptible(Effect.suspend(() => {
-          hold!.count++
-          return heldUntilClosed(pool, scope, hold, held, hold!.borrow)
-        }))
-      }
-      return Effect.uninterruptibleMask((restore) =>
-        acquire(pool, restore, neverWait, (entry) =>
-          heldUntilClosed(pool, scope, hold, entry, claim(pool, fiber, hold, entry)))
-      )
-    }))
+  Effect.withFiberRuntime<A, PoolError>((fiber) => {
+    const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
+    const hold = holdOf(pool, fiber)
+    const held = hold?.entry
+    if (held !== undefined) {
+      if (pool.options.nested === "fail") return nestedError(pool, fiber)
+      return Effect.uninterruptible(Effect.suspend(() => {
+        hold!.count++
+        return heldUntilClosed(pool, scope, hold, held, hold!.borrow)
+      }))
+    }
+    return Effect.uninterruptibleMask((restore) =>
+      acquire(pool, restore, neverWait, (entry) =>
+        heldUntilClosed(pool, scope, hold, entry, claim(pool, fiber, hold, entry)))
+    )
+  }) as Effect.Effect<A, PoolError, Scope.Scope>
 
 /**
  * `withConnectionCallback`. Nested, the operation starts on the held connection. Otherwise the plain path, the
