@@ -3,9 +3,10 @@
  *
  * A pool is built from a {@link Driver} (how to open, close and check one connection) inside a `Scope`: closing
  * the scope shuts it down. Callers borrow with {@link withConnection} or the scoped {@link get}; a caller that
- * must wait queues in strict FIFO order for up to `acquireTimeout`. State lives in STM (one `TRef` and a `TQueue`
- * of waiters), so an acquire and a release are one transaction each and a released connection goes straight to
- * the oldest waiter. Background fibers in the pool's scope, driven by `Clock`, reap idle and expired connections,
+ * must wait queues in strict FIFO order for up to `acquireTimeout`. State lives in one `TRef` (the waiters a FIFO
+ * inside it), so an acquire and a release are one transaction each, committed on the hot path without the STM
+ * journal (every other transaction reads and writes the same `TRef` through STM), and a released connection goes
+ * straight to the oldest waiter. Background fibers in the pool's scope, driven by `Clock`, reap idle and expired connections,
  * keep `minSize` open with jittered backoff, and time out waiters.
  *
  * @example
