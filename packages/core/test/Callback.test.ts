@@ -124,6 +124,37 @@ describe("withConnectionCallback", () => {
       assert.deepStrictEqual([s.total, s.idle, s.inUse, s.acquired, t.opened.length], [1, 1, 0, 2, 1])
     }))
 
+  it.scoped("synchronous operations queued behind a holder all run, in order, on the connection it frees", () =>
+    Effect.gen(function*() {
+      const t = makeDriver()
+      const pool = yield* ConnectionPool.make({ driver: t.driver, maxSize: 1 })
+      const holder = yield* hold(pool)
+      yield* Deferred.await(holder.got)
+      const ran: Array<number> = []
+      // each is done inside its start (as better-sqlite3 is): the connection comes back before start returns
+      const sync = (i: number) =>
+        pool.withConnectionCallback<number, string>((_, done) => {
+          ran.push(i)
+          done(i === 3 ? Exit.fail("typed") : Exit.succeed(i))
+        })
+      const fibers: Array<Fiber.RuntimeFiber<number, string | PoolError.PoolError>> = []
+      for (let i = 0; i < 200; i++) {
+        fibers.push(yield* Effect.fork(sync(i)))
+        yield* settle
+      }
+      assert.deepStrictEqual([ran.length, (yield* pool.stats).waiting], [0, 200])
+      yield* holder.release
+      const exits = yield* Effect.forEach(fibers, Fiber.await)
+      assert.deepStrictEqual(ran, Array.from({ length: 200 }, (_, i) => i))
+      assert.deepStrictEqual(exits[3], Exit.fail("typed"))
+      assert.isTrue(exits.every((exit, i) => i === 3 || Exit.isSuccess(exit) && exit.value === i))
+      const s = yield* pool.stats
+      assert.deepStrictEqual([s.total, s.idle, s.inUse, s.waiting, s.acquired, t.opened.length], [1, 1, 0, 0, 201, 1])
+      // and one more, from idle: done at once, the connection back in the same step
+      assert.strictEqual(yield* sync(7), 7)
+      assert.deepStrictEqual([(yield* pool.stats).idle, (yield* pool.stats).acquired], [1, 202])
+    }))
+
   it.live("operations completed from outside any fiber (a driver's I/O callback) hand over in FIFO order", () =>
     Effect.gen(function*() {
       const t = makeDriver()
@@ -222,6 +253,42 @@ describe("withConnectionCallback", () => {
           assert.strictEqual(t.open().length, 0, `delay ${delay}`)
         }))
       }
+      assert.strictEqual(outcomes.size, 2) // both sides of the race were exercised
+    }))
+
+  it.scoped("a caller interrupted at any instant around a done whose connection must close closes it once", () =>
+    Effect.gen(function*() {
+      const outcomes = new Set<string>()
+      // negative: done first, then the interrupt `-delay` yields later; else the other way round. The connection
+      // was invalidated while in use, so the release in done leaves its closing to the caller's fiber.
+      for (let delay = -20; delay < 20; delay++) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const t = makeDriver()
+          const pool = yield* ConnectionPool.make({ driver: t.driver, maxSize: 1 })
+          const op = operation()
+          const caller = yield* Effect.fork(pool.withConnectionCallback(op.start))
+          yield* settle
+          yield* pool.invalidate(op.state.conn!)
+          const yields = Effect.repeatN(Effect.yieldNow(), Math.abs(delay))
+          if (delay < 0) {
+            yield* op.finish(Exit.succeed(1))
+            yield* yields
+            yield* Fiber.interrupt(caller)
+          } else {
+            yield* Effect.fork(Fiber.interrupt(caller))
+            yield* yields
+            yield* op.finish(Exit.succeed(1))
+          }
+          const exit = yield* Fiber.await(caller)
+          yield* settle
+          const s = yield* pool.stats
+          assert.deepStrictEqual([s.inUse, s.total, s.waiting, t.opened[0].closes], [0, 0, 0, 1], `delay ${delay}`)
+          outcomes.add(Exit.isSuccess(exit) ? "done" : Cause.isInterruptedOnly(exit.cause) ? "interrupted" : "failed")
+          yield* pool.shutdown()
+          assert.isTrue(t.opened.every((c) => c.closes === 1), `delay ${delay}`)
+        }))
+      }
+      assert.isFalse(outcomes.has("failed"))
       assert.strictEqual(outcomes.size, 2) // both sides of the race were exercised
     }))
 

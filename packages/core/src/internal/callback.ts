@@ -1,137 +1,216 @@
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
-import * as STM from "effect/STM"
 import type { PoolError } from "../PoolError.js"
-import { acquire, checkInNow, closePlaced, dequeueTx, give, release, type Restore, returned, waitFor } from "./handoff.js"
+import { budgetFrom } from "./deadline.js"
+import { checkout, validatesHandoffs } from "./checkout.js"
+import {
+  borrowed,
+  checkInNow,
+  closePlaced,
+  commitTraced,
+  give,
+  refused,
+  release,
+  type Restore,
+  returned,
+  servable,
+  waitAs,
+  waitFor
+} from "./handoff.js"
+import * as nested from "./nested.js"
 import type { PoolImpl } from "./pool.js"
-import { CALLER_RELEASES, Job, RELEASED_IN_DONE, type Start, UNRELEASED, Waiter } from "./waiter.js"
+import { Entry } from "./state.js"
+import { transact } from "./stats.js"
+import * as T from "./transitions.js"
+import { CALLER_RELEASES, DONE_IN_START, Job, type Outcome, RELEASED_IN_DONE, type Start, Waiter } from "./waiter.js"
 
 // `withConnectionCallback`: like `withConnection`, but the operation is a callback, started on the connection by
 // whoever hands it over (see `handoff.give`), so that a caller who waits is woken once, with the operation's
 // result, rather than once for the connection and once more for the operation. And when the operation calls
 // `done`, its connection goes back right there (`releaseInDone`), so the next queued operation starts inside the
 // driver's callback: pg-pool's trick, with the state still in STM.
+//
+// This is the pool's most travelled path (a PostgreSQL or SQLite statement, a Redis or HTTP exchange), so it is
+// written for the fiber runtime's step count: the nested-borrow check, the acquire transaction and the start of the
+// operation run in one step, the caller suspends once, and it is resumed with the operation's exit itself; the
+// connection is back in the pool by then. What that costs in care:
+// - the step runs under `uninterruptibleMask`: a caller is never interrupted between the transaction that queued
+//   it (or lent it a connection) and the moment it can clean that up;
+// - an interruption while it waits cancels it in `interrupted`, after `restore` (the only place a handler runs
+//   for an interrupted fiber);
+// - whatever giving the connection back still takes in the caller's fiber (closing it) is the job's `owed`,
+//   taken exactly once: by the outcome the caller is resumed with, or by `interrupted` when the interruption
+//   reached the fiber first and the resume was dropped.
 
 /** @internal */
 export const callback = <A, X, E>(pool: PoolImpl<A>, start: Start<A>): Effect.Effect<X, E | PoolError> =>
-  Effect.uninterruptibleMask((restore) => {
-    const job = new Job(start, pool.clock, pool.releaseInDone)
-    const waited = acquire(pool, restore, false, (entry) => {
-      job.run(entry)
-      // done already (a synchronous driver): its result as is, without suspending the fiber for it
-      return job.result !== undefined ? job.result : awaitJob(pool, restore, job, undefined)
-    }, (waiter) => waitForJob(pool, restore, job, waiter))
-    return Effect.flatMap(Effect.exit(waited), (exit): Effect.Effect<X, E | PoolError> => {
-      // the operation's own exit; or a pool failure, or an interruption, before or while it ran
-      const result = (Exit.isSuccess(exit) ? exit.value : exit) as Exit.Exit<X, E | PoolError>
-      const entry = job.entry
-      // never started: nothing to give back (a giver that took it for a caller since interrupted gives it back)
-      if (entry === undefined) return result
-      if (job.released === RELEASED_IN_DONE) {
-        const closing = job.closing
-        return closing === undefined ? result : closePlaced(pool, entry, closing, result)
+  Effect.uninterruptibleMask((restore) =>
+    Effect.withFiberRuntime<unknown, unknown>((fiber) => {
+      if (pool.fiberAware) {
+        const held = nested.callbackOf(pool, fiber, start, plain)
+        if (held !== undefined) return restore(held)
       }
-      job.released = CALLER_RELEASES
-      return release(pool, entry, Exit.isFailure(result) ? result.cause : undefined, result)
-    })
+      return borrow(pool, start, restore, fiber)
+    }) as Effect.Effect<X, E | PoolError>
+  )
+
+/** The path that does not look for what the fiber holds (`nested.callbackOf` wraps it under leak detection). */
+const plain = <A>(pool: PoolImpl<A>, start: Start<A>): Outcome =>
+  Effect.uninterruptibleMask((restore) => Effect.withFiberRuntime((fiber) => borrow(pool, start, restore, fiber)))
+
+/** The one step: the acquire transaction and what it decided. */
+const borrow = <A>(
+  pool: PoolImpl<A>,
+  start: Start<A>,
+  restore: Restore,
+  fiber: Fiber.RuntimeFiber<any, any>
+): Outcome => {
+  const take = commitTraced(pool, fiber, pool.takeTransition)
+  if (take instanceof Entry) {
+    const now = pool.now()
+    const job = new Job(start, pool.clock, pool.releaseInDone)
+    if (servable(pool, take, now)) return runOn(pool, restore, job, borrowed(pool, take, now, undefined)) // hot path
+    return Effect.flatMap(checkout(pool, restore, false, take, budgetFrom(pool, now)), (entry) => runOn(pool, restore, job, entry))
+  }
+  if (take instanceof Waiter) {
+    const job = new Job(start, pool.clock, pool.releaseInDone)
+    // each handoff checked first (`validationBypass: 0`): the plain wait, then the job starts on what it got
+    if (validatesHandoffs(pool)) return Effect.flatMap(waitAs(pool, restore, take), (entry) => runOn(pool, restore, job, entry))
+    // attached in the step that queued it: whoever takes the waiter from now on starts the job
+    take.job = job
+    const wait = waitFor(pool, take, awaitJob(pool, restore, job, take))
+    return take.traced ? traced(pool, job, wait) : wait
+  }
+  return refused(pool, take)
+}
+
+/**
+ * Starts the job on a connection its caller got. Done at once (a synchronous driver): the connection goes back in
+ * this same step and the outcome is the operation's exit, with no suspension.
+ */
+const runOn = <A>(pool: PoolImpl<A>, restore: Restore, job: Job<A>, entry: Entry<A>): Outcome => {
+  job.run(entry)
+  if (job.released === DONE_IN_START) {
+    job.released = RELEASED_IN_DONE
+    return giveBack(pool, job, entry, job.outcome as Exit.Exit<unknown, unknown>)
+  }
+  return job.outcome !== undefined ? job.outcome : awaitJob(pool, restore, job, undefined)
+}
+
+/** A traced wait: a `ConnectionPool.acquire` span until the job starts (or its caller stops waiting). */
+const traced = <A>(pool: PoolImpl<A>, job: Job<A>, wait: Outcome): Outcome =>
+  Effect.flatMap(Effect.makeSpan("ConnectionPool.acquire", pool.spanOptions), (span) => {
+    job.span = span
+    // handed over, or failed, while the span was being made
+    if (job.entry !== undefined) job.endSpan(Exit.void)
+    else if (job.outcome !== undefined) job.endSpan(Exit.isExit(job.outcome) ? job.outcome : Exit.void)
+    return wait
   })
 
 /**
- * A job's `done`: its connection goes back from inside the driver's callback. The release transaction commits
- * synchronously (`PoolImpl.commit`; through the runtime the pool captured in its own scope when it commits through
- * STM), and a waiter it
- * hands the connection to is resumed, or its job started, before `done` returns. Closing a connection takes
- * effects: that part is left to the caller's fiber (`job.closing`). Not used while the operation's `start` is
- * still running (a `done` called from inside it would recurse through every queued job) nor once its caller was
- * interrupted (it closes the connection, whose state is unknown): the caller releases then, as before.
+ * A job's `done` (`Job.onDone`): its connection goes back from inside the driver's callback, and the outcome its
+ * caller continues with is the operation's exit. The release transaction commits synchronously
+ * (`PoolImpl.commit`; through the runtime the pool captured in its own scope when it commits through STM), and a
+ * waiter it hands the connection to is resumed, or its job started, before `done` returns. Closing a connection
+ * takes effects: that is owed by the caller's fiber. Not released here while the operation's `start` is still
+ * running (a `done` called from inside it would recurse through every queued job) nor once its caller was
+ * interrupted (the caller closes the connection, whose state is unknown).
  *
  * @internal
  */
-export const releaseInDone = <A>(pool: PoolImpl<A>, job: Job<A>, exit: Exit.Exit<unknown, unknown>): void => {
-  const entry = job.entry!
+export const releaseInDone = <A>(pool: PoolImpl<A>, job: Job<A>, exit: Exit.Exit<unknown, unknown>): Outcome => {
+  if (job.released === CALLER_RELEASES) return exit // its caller was interrupted, and gives the connection back
+  if (job.starting) {
+    job.released = DONE_IN_START // given back by whoever started it, once `start` returns (`runOn`, `handoff.give`)
+    return exit
+  }
   job.released = RELEASED_IN_DONE
-  if (entry.closed) return // closed by force at the shutdown deadline
+  return giveBack(pool, job, job.entry!, exit)
+}
+
+/**
+ * Gives a job's connection back, synchronously: to the oldest waiter (its job started on it, or its fiber
+ * resumed), else idle; or it is to close, which the job's caller owes. A waiter whose job was done inside its
+ * `start` hands the connection straight back here (`handoff.give`), so a run of synchronous jobs is a loop, not a
+ * recursion.
+ */
+const giveBack = <A>(pool: PoolImpl<A>, job: Job<A>, entry: Entry<A>, exit: Exit.Exit<unknown, unknown>): Outcome => {
+  if (entry.closed) return exit // closed by force at the shutdown deadline
   const now = returned(pool, entry, Exit.isFailure(exit) ? exit.cause : undefined)
   for (;;) {
     const placed = checkInNow(pool, entry, now)
     if (placed instanceof Waiter) {
-      if (give(pool, entry, placed, now)) return
-      continue // its caller left before the job started: back in, to the next waiter or idle
+      if (give(pool, entry, placed, now)) return exit
+      continue // its caller left before the job started, or its job is done already: back in
     }
-    if (placed._tag !== "Idle") job.closing = placed
-    return
+    if (placed._tag === "Idle") return exit
+    return owing(job, closePlaced(pool, entry, placed, Effect.void), exit)
   }
 }
 
-/** A job's caller waits: whoever hands it a connection will start the job. */
-const waitForJob = <A>(
-  pool: PoolImpl<A>,
-  restore: Restore,
-  job: Job<A>,
-  waiter: Waiter<A>
-): Effect.Effect<Exit.Exit<unknown, unknown>, PoolError> => {
-  waiter.job = job
-  // a giver that took the waiter before the job was attached (this fiber may yield between the transaction and
-  // this step) completed it as a plain waiter: start the job here, or pass on its failure
-  const early = waiter.result
-  if (early !== undefined) {
-    if (Exit.isSuccess(early)) job.run(early.value)
-    else job.settle(early as Exit.Exit<never, PoolError>)
-  }
-  const wait = waitFor(pool, waiter, awaitJob(pool, restore, job, waiter))
-  if (!waiter.traced) return wait
-  return Effect.flatMap(Effect.makeSpan("ConnectionPool.acquire", pool.spanOptions), (span) => {
-    job.span = span
-    // handed over, or failed, while the span was being made
-    if (job.entry !== undefined) job.endSpan(Exit.void)
-    else if (job.result !== undefined) job.endSpan(job.result)
-    return wait
-  })
+/** The caller owes `work` before it can return `exit` (see `Job.owed`). */
+const owing = <A>(job: Job<A>, work: Effect.Effect<void>, exit: Exit.Exit<unknown, unknown>): Outcome => {
+  job.owed = work
+  return Effect.uninterruptible(Effect.suspend(() => {
+    const owed = takeOwed(job)
+    return owed === undefined ? exit : Effect.zipRight(owed, exit)
+  }))
+}
+
+const takeOwed = <A>(job: Job<A>): Effect.Effect<void> | undefined => {
+  const owed = job.owed
+  job.owed = undefined
+  return owed
 }
 
 /**
- * Suspends until the job's caller gets a pool failure or its operation's exit; an interruption cancels either
- * (after `restore`, as in `handoff.awaitWaiter`).
+ * Suspends until the job's outcome (see `Outcome`); `interrupted` runs after `restore`, where a handler still
+ * runs for an interrupted fiber (an interruption pending when the caller turns interruptible fails `restore` at
+ * once, before any canceler is registered).
  */
-const awaitJob = <A>(
-  pool: PoolImpl<A>,
-  restore: Restore,
-  job: Job<A>,
-  waiter: Waiter<A> | undefined
-): Effect.Effect<Exit.Exit<unknown, unknown>, PoolError> =>
+const awaitJob = <A>(pool: PoolImpl<A>, restore: Restore, job: Job<A>, waiter: Waiter<A> | undefined): Outcome =>
   Effect.catchAllCause(
-    restore(Effect.async<Exit.Exit<unknown, unknown>, PoolError>((resume) => {
-      if (job.result !== undefined) return resume(job.result)
+    restore(Effect.async<unknown, unknown>((resume) => {
+      if (job.outcome !== undefined) return resume(job.outcome)
       job.resume = resume
     })),
-    (cause) =>
-      Cause.isInterrupted(cause)
-        ? Effect.zipRight(cancelJob(pool, job, waiter), Effect.failCause(cause))
-        : Effect.failCause(cause)
+    (cause) => Cause.isInterrupted(cause) ? interrupted(pool, job, waiter, cause) : stopped(job, cause)
   )
+
+/** A failure other than an interruption: whatever the outcome owed is done first (it normally already was). */
+const stopped = <A>(job: Job<A>, cause: Cause.Cause<unknown>): Outcome => {
+  const owed = takeOwed(job)
+  return owed === undefined ? Effect.failCause(cause) : Effect.zipRight(owed, Effect.failCause(cause))
+}
 
 /**
  * A job's caller is interrupted. Still queued: it leaves the queue. Taken by a giver that has not started it yet:
- * marked abandoned, so the giver takes the connection back. Running: its own canceler runs; the caller then
- * releases the connection as interrupted, which closes it.
+ * marked abandoned, so the giver takes the connection back. Running: its own canceler runs, and the caller gives
+ * the connection back as interrupted, which closes it. Done: whatever its outcome owed, if the interruption
+ * reached the fiber before the outcome could run.
  */
-const cancelJob = <A>(pool: PoolImpl<A>, job: Job<A>, waiter: Waiter<A> | undefined): Effect.Effect<void> => {
-  const running = Effect.suspend(() => {
-    // from here the caller gives the connection back, as interrupted: a `done` that comes later must not
-    if (job.released === UNRELEASED) job.released = CALLER_RELEASES
-    if (job.entry === undefined) {
-      job.abandoned = true
-      job.endSpan(Exit.interrupt(FiberId.none))
-      return Effect.void
-    }
-    return job.finished || job.canceler === undefined ? Effect.void : job.canceler
-  })
-  if (waiter === undefined) return running
-  return Effect.flatMap(STM.commit(dequeueTx(pool, waiter)), (dequeued) => {
-    if (!dequeued) return running
+const interrupted = <A>(
+  pool: PoolImpl<A>,
+  job: Job<A>,
+  waiter: Waiter<A> | undefined,
+  cause: Cause.Cause<unknown>
+): Outcome => {
+  if (waiter !== undefined && transact(pool, (s) => T.dequeue(s, waiter))) {
     job.endSpan(Exit.interrupt(FiberId.none))
-    return Effect.void
-  })
+    return Effect.failCause(cause)
+  }
+  const entry = job.entry
+  if (entry === undefined) {
+    job.abandoned = true
+    job.endSpan(Exit.interrupt(FiberId.none))
+    return Effect.failCause(cause)
+  }
+  if (job.finished) return stopped(job, cause)
+  // from here the caller gives the connection back, as interrupted: a `done` that comes later must not
+  job.released = CALLER_RELEASES
+  const back = release(pool, entry, cause, Effect.failCause(cause))
+  return job.canceler === undefined ? back : Effect.zipRight(job.canceler, back)
 }

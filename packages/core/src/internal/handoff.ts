@@ -16,7 +16,7 @@ import type { PoolImpl } from "./pool.js"
 import { Entry, limitOf, type State } from "./state.js"
 import { modify, noTags, publishing, stats, transact } from "./stats.js"
 import * as T from "./transitions.js"
-import { Waiter } from "./waiter.js"
+import { DONE_IN_START, RELEASED_IN_DONE, Waiter } from "./waiter.js"
 
 // The handoff: an acquire takes an idle connection or queues a waiter; a connection coming back (a release) or
 // newly opened (an arrival) goes straight to the oldest waiter, else idle. Each is one transaction; what it decided
@@ -31,9 +31,12 @@ export const newWaiter = <A>(pool: PoolImpl<A>, queued: boolean, spawned: boolea
   return new Waiter(since, pool.clock.unsafeCurrentTimeNanos(), since + pool.options.acquireTimeout, queued, spawned)
 }
 
-/** The acquire transaction: an idle connection, else a place in the queue (and a connect started if room). @internal */
-export const makeTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
-  committedTraced(pool, (s): readonly [T.Take<A>, State<A>] => {
+/**
+ * The acquire transition: an idle connection, else a place in the queue (and a connect started if room). Reads
+ * `pool.traced`, which its committer sets just before. @internal
+ */
+export const makeTakeTransition = <A>(pool: PoolImpl<A>): (s: State<A>) => readonly [T.Take<A>, State<A>] =>
+  publishing(pool, (s): readonly [T.Take<A>, State<A>] => {
     if (s.closed) return [T.closedTake, s]
     if (s.idleCount > 0) return T.takeIdle(s)
     // breaker open and nothing open to wait for: fail at once rather than queue for a connect that will not come
@@ -43,15 +46,18 @@ export const makeTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
     return T.enqueue(s, newWaiter(pool, true, false), pool.traced)
   })
 
+/** The acquire transaction, committed from the caller's fiber. @internal */
+export const makeTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> => committedTraced(pool, pool.takeTransition)
+
 /** `tryGet`'s transaction: never queues; opens a connection for itself when there is room. @internal */
 export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
-  committedTraced(pool, (s): readonly [T.Take<A>, State<A>] => {
+  committedTraced(pool, publishing(pool, (s): readonly [T.Take<A>, State<A>] => {
     if (s.closed) return [T.closedTake, s]
     if (s.idleCount > 0) return T.takeIdle(s)
     if (s.breaker !== undefined) return [T.breakerTake, s]
     if (s.total + s.pending >= limitOf(s)) return [T.emptyTake, s]
     return T.reserveFor(s, newWaiter(pool, false, true), pool.traced)
-  })
+  }))
 
 /**
  * Commits an acquire transition (`PoolImpl.commit`), first noting in `traced` whether the caller runs under a
@@ -61,13 +67,17 @@ export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
  */
 export const committedTraced = <A, X>(
   pool: PoolImpl<A>,
-  take: (s: State<A>) => readonly [X, State<A>]
-): Effect.Effect<X> => {
-  const tx = publishing(pool, take)
-  return Effect.withFiberRuntime((fiber) => {
-    pool.traced = fiber.currentContext.unsafeMap.has(Tracer.ParentSpan.key)
-    return Exit.succeed(pool.commit(tx))
-  })
+  tx: (s: State<A>) => readonly [X, State<A>]
+): Effect.Effect<X> => Effect.withFiberRuntime((fiber) => Exit.succeed(commitTraced(pool, fiber, tx)))
+
+/** `committedTraced`'s step, for a caller that has its fiber at hand already. @internal */
+export const commitTraced = <A, X>(
+  pool: PoolImpl<A>,
+  fiber: Fiber.RuntimeFiber<any, any>,
+  tx: (s: State<A>) => readonly [X, State<A>]
+): X => {
+  pool.traced = fiber.currentContext.unsafeMap.has(Tracer.ParentSpan.key)
+  return pool.commit(tx)
 }
 
 /**
@@ -322,7 +332,8 @@ const handOn = <A, X, E>(
 
 /**
  * Hands `entry` to the waiter a transaction took for it: the waiter's fiber is resumed with it, or its job starts
- * on it right here. False when the job's caller left before it could start: the connection must go back in.
+ * on it right here. False when the connection must go back in: the job's caller left before it could start, or
+ * the job was done inside its `start` (a synchronous driver; given back here, so that a run of them is a loop).
  *
  * @internal
  */
@@ -335,7 +346,13 @@ export const give = <A>(pool: PoolImpl<A>, entry: Entry<A>, waiter: Waiter<A>, n
   if (job.abandoned) return false
   borrowed(pool, entry, now, waiter.start)
   job.run(entry)
-  return true
+  if (job.released !== DONE_IN_START) return true
+  // done inside its start (a synchronous driver): its caller is resumed with the exit, the connection comes back
+  job.released = RELEASED_IN_DONE
+  const exit = job.outcome as Exit.Exit<unknown, unknown>
+  if (entry.closed) return true
+  returned(pool, entry, Exit.isFailure(exit) ? exit.cause : undefined)
+  return false
 }
 
 /**

@@ -6,7 +6,6 @@ import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Scope from "effect/Scope"
 import { NestedAcquire, type PoolError } from "../PoolError.js"
-import { callback as plainCallback } from "./callback.js"
 import { acquire, release } from "./handoff.js"
 import * as leak from "./leak.js"
 import { applied, type PoolImpl } from "./pool.js"
@@ -172,35 +171,40 @@ export const scoped = <A>(pool: PoolImpl<A>, neverWait: boolean): Effect.Effect<
   }) as Effect.Effect<A, PoolError, Scope.Scope>
 
 /**
- * `withConnectionCallback`. Nested, the operation starts on the held connection. Otherwise the plain path, the
- * fiber holding nothing meanwhile (it is suspended until the operation ends, so nothing can nest in it); under
- * leak detection, `start` notes the borrow for this fiber whoever starts it.
+ * `withConnectionCallback`, in the step that finds the fiber (see `callback.ts`): nested, the operation starts on
+ * the held connection; under leak detection, `start` notes the borrow for this fiber whoever starts it, around
+ * `plain`. Otherwise `undefined`: the plain path, the fiber holding nothing meanwhile (it is suspended until the
+ * operation ends, so nothing can nest in it). Run by the caller inside `restore`.
  *
  * @internal
  */
-export const callback = <A, X, E>(pool: PoolImpl<A>, start: Start<A>): Effect.Effect<X, E | PoolError> =>
-  Effect.withFiberRuntime((fiber) => {
-    // read only: the fiber is suspended until the operation ends, so nothing can nest in it
-    const hold = pool.options.nested === "allow" ? undefined : pool.holds.get(fiber)
-    const held = hold?.entry
-    if (held !== undefined) {
-      if (pool.options.nested === "fail") return nestedError(pool, fiber)
-      return again(pool, hold!, held, (conn) => startOn(conn, start) as Effect.Effect<X, E>)
-    }
-    if (!leak.enabled(pool)) return plainCallback<A, X, E>(pool, start)
-    let borrow: leak.Borrow<A> | undefined
-    const watched: Start<A> = (conn, done) => {
-      const entry = pool.entries.get(conn)
-      if (entry !== undefined) borrow = leak.track(pool, entry, fiber)
-      return start(conn, done)
-    }
-    return Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(
-        Effect.exit(restore(plainCallback<A, X, E>(pool, watched))),
-        (exit) => borrow === undefined ? exit : leak.returned(pool, borrow, exit)
-      )
+export const callbackOf = <A>(
+  pool: PoolImpl<A>,
+  fiber: AnyFiber,
+  start: Start<A>,
+  plain: (pool: PoolImpl<A>, start: Start<A>) => Effect.Effect<unknown, unknown>
+): Effect.Effect<unknown, unknown> | undefined => {
+  // read only: the fiber is suspended until the operation ends, so nothing can nest in it
+  const hold = pool.options.nested === "allow" ? undefined : pool.holds.get(fiber)
+  const held = hold?.entry
+  if (held !== undefined) {
+    if (pool.options.nested === "fail") return nestedError(pool, fiber)
+    return again(pool, hold!, held, (conn) => startOn(conn, start))
+  }
+  if (!leak.enabled(pool)) return undefined
+  let borrow: leak.Borrow<A> | undefined
+  const watched: Start<A> = (conn, done) => {
+    const entry = pool.entries.get(conn)
+    if (entry !== undefined) borrow = leak.track(pool, entry, fiber)
+    return start(conn, done)
+  }
+  return Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(
+      Effect.exit(restore(plain(pool, watched))),
+      (exit) => borrow === undefined ? exit : leak.returned(pool, borrow, exit)
     )
-  })
+  )
+}
 
 /** Starts a callback operation on a connection the fiber already holds; interrupting it runs its canceler. */
 const startOn = <A>(conn: A, start: Start<A>): Effect.Effect<unknown, unknown> =>

@@ -23,7 +23,7 @@ import type * as ConnectionPool from "../ConnectionPool.js"
 import type { InvalidConfig, PoolError } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
 import { callback, releaseInDone } from "./callback.js"
-import { acquire, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
+import { acquire, makeTakeTransition, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
 import type { Borrow } from "./leak.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
@@ -34,7 +34,7 @@ import * as live from "./reconfigure.js"
 import { type Entry, initial, patched, type State } from "./state.js"
 import * as stats from "./stats.js"
 import type { Take } from "./transitions.js"
-import type { Job, Start } from "./waiter.js"
+import type { Job, Outcome, Start } from "./waiter.js"
 
 // The pool: its fields, and its public methods, each a few lines over the internal modules:
 // - `state.ts`, `transitions.ts`: the state and its transitions (the only place plain fields are written under STM)
@@ -66,6 +66,8 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly entries = new Map<A, Entry<A>>()
   readonly metrics: metrics.PoolMetrics
   readonly shutdownDone = Deferred.unsafeMake<void>(FiberId.none)
+  /** The acquire transition (`handoff.makeTakeTransition`), and it committed from the caller's fiber. */
+  readonly takeTransition: (s: State<A>) => readonly [Take<A>, State<A>]
   readonly takeTx: Effect.Effect<Take<A>>
   readonly tryTakeTx: Effect.Effect<Take<A>>
   readonly spanOptions: Tracer.SpanOptions
@@ -84,7 +86,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
    */
   readonly commit: Committer<State<A>>
   /** A `withConnectionCallback` job's `done` gives its connection back through this (see `callback.ts`). */
-  readonly releaseInDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => void
+  readonly releaseInDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => Outcome
   /** Scratch for the acquire transaction: whether its caller runs under a span. */
   traced = false
   /** Connects in a row that failed at capacity: the grower's backoff. Plain: it decides nothing in a transaction. */
@@ -127,6 +129,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       attributes: { [metrics.attributes.poolName]: options.name }
     }
     stats.publishLimits(this)
+    this.takeTransition = makeTakeTransition(this)
     this.takeTx = makeTakeTx(this)
     this.tryTakeTx = makeTryTakeTx(this)
     this.fiberAware = nested.fiberAware(this)
@@ -187,7 +190,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   withConnectionCallback<X, E>(
     start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
   ): Effect.Effect<X, E | PoolError> {
-    return this.fiberAware ? nested.callback(this, start as Start<A>) : callback(this, start as Start<A>)
+    return callback(this, start as Start<A>)
   }
 
   invalidate(conn: A): Effect.Effect<void> {

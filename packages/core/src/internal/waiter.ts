@@ -5,7 +5,6 @@ import type * as Tracer from "effect/Tracer"
 import type { PoolError } from "../PoolError.js"
 import type { Budget } from "./deadline.js"
 import type { Entry } from "./state.js"
-import type { Closing } from "./transitions.js"
 
 /** A waiter's `status`; written only by the transitions in `transitions.ts`. @internal */
 export const WAITING = 0
@@ -50,7 +49,7 @@ export class Waiter<A> {
    * connection goes to `Job.run` instead. (Before, the waiter keeps the result for its caller to find.)
    */
   complete(exit: Exit.Exit<Entry<A>, PoolError>): void {
-    if (this.job !== undefined) return this.job.settle(exit as Exit.Exit<never, PoolError>)
+    if (this.job !== undefined) return this.job.settle(exit)
     this.result = exit
     const resume = this.resume
     this.resume = undefined
@@ -69,21 +68,35 @@ export class Waiter<A> {
 /** A callback-style operation, as `withConnectionCallback` takes it. @internal */
 export type Start<A> = (conn: A, done: (exit: Exit.Exit<unknown, unknown>) => void) => Effect.Effect<void> | void
 
-/** How a job's caller stops waiting: a pool failure (it never got a connection), or its operation's exit. @internal */
-export type JobResult = Exit.Exit<Exit.Exit<unknown, unknown>, PoolError>
+/**
+ * What a job's caller continues with once it stops waiting: a pool failure (it never got a connection), its
+ * operation's exit, or an effect that first does what giving the connection back still takes (`Job.owed`) and
+ * then is that exit.
+ *
+ * @internal
+ */
+export type Outcome = Effect.Effect<unknown, unknown>
 
-/** Who gives a job's connection back: nobody yet, its `done` callback (`callback.releaseInDone`), or its caller. */
+/**
+ * Who gives a job's connection back: nobody yet, its `done` callback (`callback.releaseInDone`), its caller
+ * (interrupted while the operation ran), or, for a `done` called inside `start` (a synchronous driver), whoever
+ * started it, once `start` has returned (`callback.startedDone`): from inside `start` it would recurse through
+ * every queued job.
+ */
 export const UNRELEASED = 0
 /** @internal */
 export const RELEASED_IN_DONE = 1
 /** @internal */
 export const CALLER_RELEASES = 2
+/** @internal */
+export const DONE_IN_START = 3
 
 /**
  * A `withConnectionCallback` operation. Whoever hands its caller a connection starts it right there (`run`), so
  * the caller is woken once, when the operation is done, rather than once for the connection and once more for
  * the operation. When it is done, its `done` callback gives the connection back there and then (`onDone`), so
- * a job queued for it starts before the caller's fiber is even scheduled.
+ * a job queued for it starts before the caller's fiber is even scheduled, and the caller is resumed with the
+ * operation's exit as is.
  *
  * @internal
  */
@@ -94,42 +107,46 @@ export class Job<A> {
   abandoned = false
   finished = false
   canceler: Effect.Effect<void> | void = undefined
-  result: JobResult | undefined = undefined
-  resume: ((result: JobResult) => void) | undefined = undefined
+  /** What the caller continues with, once known (see `Outcome`); set once. */
+  outcome: Outcome | undefined = undefined
+  /** The suspended caller's resume, while it waits. */
+  resume: ((outcome: Outcome) => void) | undefined = undefined
   /** The `ConnectionPool.acquire` span of a traced wait, ended when the connection is handed over. */
   span: Tracer.Span | undefined = undefined
-  /** `UNRELEASED`, `RELEASED_IN_DONE` or `CALLER_RELEASES`: set once, so a connection is given back once. */
-  released: 0 | 1 | 2 = UNRELEASED
-  /** Set while `start` runs: a `done` called from inside it leaves the release to the caller (no recursion). */
+  /** `UNRELEASED`, then one of the others (`DONE_IN_START` only until its starter acts on it). */
+  released: 0 | 1 | 2 | 3 = UNRELEASED
+  /** Set while `start` runs: a `done` called from inside it leaves the release to its starter (`DONE_IN_START`). */
   starting = false
-  /** What the release in `done` left to the caller's fiber: a connection to close (it takes effects). */
-  closing: Closing<A> | undefined = undefined
+  /**
+   * What giving the connection back still takes in the caller's fiber (effects: closing it, or a release `done`
+   * could not make). Taken once: by the outcome, or by the caller's interruption handler when the interruption
+   * reached the fiber first (an interrupted fiber drops the resume that would have run the outcome).
+   */
+  owed: Effect.Effect<void> | undefined = undefined
+  /** The operation's `done`, bound to this job once it starts. */
+  done: ((exit: Exit.Exit<unknown, unknown>) => void) | undefined = undefined
   constructor(
     readonly start: Start<A>,
     readonly clock: Clock.Clock,
-    /** Gives the connection back from inside `done`, once the operation is over. */
-    readonly onDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => void
+    /** Gives the connection back from inside `done`, once the operation is over; returns the caller's outcome. */
+    readonly onDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => Outcome
   ) {}
 
-  settle(result: JobResult): void {
-    if (this.result !== undefined) return
-    this.endSpan(result)
-    this.result = result
+  settle(outcome: Outcome): void {
+    if (this.outcome !== undefined) return
+    if (this.span !== undefined) this.endSpan(Exit.isExit(outcome) ? outcome : Exit.void)
+    this.outcome = outcome
     const resume = this.resume
     this.resume = undefined
-    if (resume !== undefined) resume(result)
+    if (resume !== undefined) resume(outcome)
   }
 
   /** Starts the operation on `entry`; a `start` that throws is a defect of the operation. */
   run(entry: Entry<A>): void {
     this.entry = entry
-    this.endSpan(Exit.void)
-    const done = (exit: Exit.Exit<unknown, unknown>) => {
-      if (this.finished) return
-      this.finished = true
-      if (!this.starting && this.released === UNRELEASED) this.onDone(this, exit)
-      this.settle(Exit.succeed(exit))
-    }
+    if (this.span !== undefined) this.endSpan(Exit.void)
+    // bound rather than a closure: one function per job, and no `__name` call where the code runs under tsx
+    const done = this.done = (finish as (this: Job<A>, exit: Exit.Exit<unknown, unknown>) => void).bind(this)
     this.starting = true
     try {
       this.canceler = this.start(entry.conn, done)
@@ -146,4 +163,11 @@ export class Job<A> {
     this.span = undefined
     span.end(this.clock.unsafeCurrentTimeNanos(), exit)
   }
+}
+
+/** A job's `done`: the first call ends it. */
+function finish(this: Job<any>, exit: Exit.Exit<unknown, unknown>): void {
+  if (this.finished) return
+  this.finished = true
+  this.settle(this.onDone(this, exit))
 }
