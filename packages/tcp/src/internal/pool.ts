@@ -209,13 +209,22 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
       conn.startExchange(request, parse, done as (exit: Exit.Exit<unknown, SocketError>) => void)
       return conn.cancelExchange
     }
-    const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) => pool.withConnectionCallback(start)
+    // the borrow is built once per endpoint pool (a pool is one endpoint's), not once per run
+    let lastPool: ConnectionPool.ConnectionPool<ConnectionImpl> | undefined = undefined
+    let lastBorrow: Effect.Effect<unknown, unknown> = Effect.void
+    const borrowOn = (ep: EndpointState, pool: ConnectionPool.ConnectionPool<ConnectionImpl>) => {
+      if (pool !== lastPool) {
+        lastPool = pool
+        lastBorrow = Effect.catchIf(pool.withConnectionCallback(start), isCoreConnectionError, ep.retyped)
+      }
+      return lastBorrow
+    }
     return Effect.suspend(() => {
       const ep = this.lookup(input)
       if (!(ep instanceof EndpointState)) return Effect.fail(ep)
-      return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
-        Effect.catchIf(isCoreConnectionError, ep.retyped)
-      ) as Effect.Effect<X, TcpPoolError | SocketError>
+      return (ep.pool !== undefined
+        ? borrowOn(ep, ep.pool)
+        : Effect.flatMap(ep.pending!, (pool) => borrowOn(ep, pool))) as Effect.Effect<X, TcpPoolError | SocketError>
     })
   }
 
