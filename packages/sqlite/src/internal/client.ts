@@ -57,7 +57,7 @@ export const classifier = (db: Database.Database, capacity = 1000) => {
   }
 }
 
-/** Steps `withConnection` takes from its start to the connection's release, with room to spare. */
+/** Steps a borrow of the writer takes from its start to the connection's release, with room to spare. */
 const BORROW_OPS = 64
 
 const statement = (request: Request) => (conn: Connection, done: Parameters<Connection["run"]>[1]) =>
@@ -94,15 +94,14 @@ class PooledConnection implements SqlConnection {
         if (this.lessor !== undefined) return this.lessor.use((conn) => conn.execute!(request))
         return Effect.mapError(this.readers.withConnectionCallback(statement(request)), toSqlError)
       }
-      if (this.threads.writer === "worker") {
-        return Effect.mapError(this.writer.withConnectionCallback(statement(request)), toSqlError)
-      }
-      // On the main thread: borrowed, run and given back with no asynchronous step (one would hide the fiber's
-      // running time from effect's scheduler, which then never yields it), and no yield in between unless the
-      // fiber is this close to its yield point: then it yields first. Yielding while holding the writer would
-      // queue every other writer, and the queue, once formed, stays: each release hands over to a waiter that
-      // has to be woken.
-      const borrow = Effect.mapError(this.writer.withConnection((conn) => conn.execute!(request)), toSqlError)
+      const borrow = Effect.mapError(this.writer.withConnectionCallback(statement(request)), toSqlError)
+      if (this.threads.writer === "worker") return borrow
+      // On the main thread the statement runs inside its `start` and calls `done` there, so the writer is
+      // borrowed, used and given back within one step of the fiber (`withConnectionCallback`'s synchronous
+      // path): no asynchronous step (one would hide the fiber's running time from effect's scheduler, which then
+      // never yields it) and no yield while it is held. Yielding while holding the writer would queue every other
+      // writer, and the queue, once formed, stays: each release hands over to a waiter that has to be woken. A
+      // fiber this close to its yield point yields first all the same.
       const budget = fiber.getFiberRef(FiberRef.currentMaxOpsBeforeYield) - BORROW_OPS
       return fiber.currentOpCount > budget ? Effect.zipRight(Effect.yieldNow(), borrow) : borrow
     })
