@@ -49,15 +49,19 @@ export const makeTakeTransition = <A>(pool: PoolImpl<A>): (s: State<A>) => reado
 /** The acquire transaction, committed from the caller's fiber. @internal */
 export const makeTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> => committedTraced(pool, pool.takeTransition)
 
-/** `tryGet`'s transaction: never queues; opens a connection for itself when there is room. @internal */
-export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
-  committedTraced(pool, publishing(pool, (s): readonly [T.Take<A>, State<A>] => {
+/** `tryGet`'s transition: never queues; opens a connection for itself when there is room. @internal */
+export const makeTryTakeTransition = <A>(pool: PoolImpl<A>): (s: State<A>) => readonly [T.Take<A>, State<A>] =>
+  publishing(pool, (s): readonly [T.Take<A>, State<A>] => {
     if (s.closed) return [T.closedTake, s]
     if (s.idleCount > 0) return T.takeIdle(s)
     if (s.breaker !== undefined) return [T.breakerTake, s]
     if (s.total + s.pending >= limitOf(s)) return [T.emptyTake, s]
     return T.reserveFor(s, newWaiter(pool, false, true), pool.traced)
-  }))
+  })
+
+/** `tryGet`'s transaction, committed from the caller's fiber. @internal */
+export const makeTryTakeTx = <A>(pool: PoolImpl<A>): Effect.Effect<T.Take<A>> =>
+  committedTraced(pool, pool.tryTakeTransition)
 
 /**
  * Commits an acquire transition (`PoolImpl.commit`), first noting in `traced` whether the caller runs under a
@@ -95,18 +99,48 @@ export const acquire = <A, X, E, R>(
   k: (entry: Entry<A>) => Effect.Effect<X, E, R>,
   onWait?: (waiter: Waiter<A>) => Effect.Effect<X, E | PoolError, R>
 ): Effect.Effect<X, E | PoolError, R> =>
-  Effect.flatMap(neverWait ? pool.tryTakeTx : pool.takeTx, (take): Effect.Effect<X, E | PoolError, R> => {
-    if (take instanceof Entry) {
-      const now = pool.now()
-      if (servable(pool, take, now)) return k(borrowed(pool, take, now, undefined)) // the hot path
-      return Effect.flatMap(checkout(pool, restore, neverWait, take, budgetFrom(pool, now)), k)
-    }
-    if (take instanceof Waiter) {
-      if (onWait !== undefined && !validatesHandoffs(pool)) return onWait(take)
-      return Effect.flatMap(waitAs(pool, restore, take), k) // borrowed counted by the giver
-    }
-    return refused(pool, take)
-  })
+  Effect.flatMap(neverWait ? pool.tryTakeTx : pool.takeTx, (take) => decided(pool, restore, neverWait, take, k, onWait))
+
+/**
+ * `acquire` for a caller already in a step of its own fiber, uninterruptible (inside `uninterruptibleMask` and
+ * `withFiberRuntime`): the transaction commits right here, one step and one continuation fewer. @internal
+ */
+export const acquireIn = <A, X, E, R>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  neverWait: boolean,
+  fiber: Fiber.RuntimeFiber<any, any>,
+  k: (entry: Entry<A>) => Effect.Effect<X, E, R>
+): Effect.Effect<X, E | PoolError, R> =>
+  decided(
+    pool,
+    restore,
+    neverWait,
+    commitTraced(pool, fiber, neverWait ? pool.tryTakeTransition : pool.takeTransition),
+    k,
+    undefined
+  )
+
+/** What the acquire transaction decided, acted on. */
+const decided = <A, X, E, R>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  neverWait: boolean,
+  take: T.Take<A>,
+  k: (entry: Entry<A>) => Effect.Effect<X, E, R>,
+  onWait: ((waiter: Waiter<A>) => Effect.Effect<X, E | PoolError, R>) | undefined
+): Effect.Effect<X, E | PoolError, R> => {
+  if (take instanceof Entry) {
+    const now = pool.now()
+    if (servable(pool, take, now)) return k(borrowed(pool, take, now, undefined)) // the hot path
+    return Effect.flatMap(checkout(pool, restore, neverWait, take, budgetFrom(pool, now)), k)
+  }
+  if (take instanceof Waiter) {
+    if (onWait !== undefined && !validatesHandoffs(pool)) return onWait(take)
+    return Effect.flatMap(waitAs(pool, restore, take), k) // borrowed counted by the giver
+  }
+  return refused(pool, take)
+}
 
 /**
  * A caller that waits for a release or an arrival; then, under `validationBypass: 0`, the check of what it got.
@@ -261,6 +295,23 @@ export const release = <A, X = void, E = never>(
 ): Effect.Effect<X, E> => {
   if (entry.closed) return then // closed by force at the shutdown deadline
   return checkIn(pool, entry, returned(pool, entry, failure), then)
+}
+
+/**
+ * `release` with its transaction committed now rather than when the returned effect runs: for a borrower's
+ * continuation or finalizer, which runs at the moment of the release anyway (one step fewer per borrow).
+ *
+ * @internal
+ */
+export const releaseNow = <A, X = void, E = never>(
+  pool: PoolImpl<A>,
+  entry: Entry<A>,
+  failure: Cause.Cause<unknown> | undefined,
+  then: Effect.Effect<X, E>
+): Effect.Effect<X, E> => {
+  if (entry.closed) return then // closed by force at the shutdown deadline
+  const now = returned(pool, entry, failure)
+  return handOn(pool, entry, checkInNow(pool, entry, now), now, then)
 }
 
 /**

@@ -6,7 +6,7 @@ import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Scope from "effect/Scope"
 import { NestedAcquire, type PoolError } from "../PoolError.js"
-import { acquire, release } from "./handoff.js"
+import { acquireIn, release, releaseNow } from "./handoff.js"
 import * as leak from "./leak.js"
 import { applied, type PoolImpl } from "./pool.js"
 import type { Entry } from "./state.js"
@@ -86,8 +86,9 @@ const letGo = <A, X, E>(
     hold.entry = undefined
     hold.borrow = undefined
   }
-  const back = release(pool, entry, failure, then)
-  return borrow === undefined ? back : leak.returned(pool, borrow, back)
+  // committed now when nothing watches the borrow (this runs at the release, from a continuation or finalizer)
+  if (borrow === undefined) return releaseNow(pool, entry, failure, then)
+  return leak.returned(pool, borrow, release(pool, entry, failure, then))
 }
 
 /** One more borrow of the connection the fiber holds, for the duration of `f`. */
@@ -112,23 +113,23 @@ export const use = <A, X, E, R>(
   neverWait: boolean,
   f: (conn: A) => Effect.Effect<X, E, R>
 ): Effect.Effect<X, E | PoolError, R> =>
-  Effect.withFiberRuntime((fiber) => {
-    const hold = holdOf(pool, fiber)
-    const held = hold?.entry
-    if (held !== undefined) {
-      if (pool.options.nested === "fail") return nestedError(pool, fiber)
-      return again(pool, hold!, held, (conn) => applied(f, conn))
-    }
-    return Effect.uninterruptibleMask((restore) =>
-      acquire(pool, restore, neverWait, (entry) => {
+  Effect.uninterruptibleMask((restore) =>
+    Effect.withFiberRuntime<X, E | PoolError, R>((fiber) => {
+      const hold = holdOf(pool, fiber)
+      const held = hold?.entry
+      if (held !== undefined) {
+        if (pool.options.nested === "fail") return nestedError(pool, fiber)
+        return restore(again(pool, hold!, held, (conn) => applied(f, conn)))
+      }
+      return acquireIn(pool, restore, neverWait, fiber, (entry) => {
         const borrow = claim(pool, fiber, hold, entry)
         return Effect.flatMap(
           Effect.exit(restore(applied(f, entry.conn))),
           (exit) => letGo(pool, hold, entry, borrow, exit._tag === "Failure" ? exit.cause : undefined, exit)
         )
       })
-    )
-  })
+    })
+  )
 
 /** The scope's end is the borrow's. */
 const heldUntilClosed = <A>(
@@ -153,22 +154,20 @@ const heldUntilClosed = <A>(
  * @internal
  */
 export const scoped = <A>(pool: PoolImpl<A>, neverWait: boolean): Effect.Effect<A, PoolError, Scope.Scope> =>
-  Effect.withFiberRuntime<A, PoolError>((fiber) => {
-    const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
-    const hold = holdOf(pool, fiber)
-    const held = hold?.entry
-    if (held !== undefined) {
-      if (pool.options.nested === "fail") return nestedError(pool, fiber)
-      return Effect.uninterruptible(Effect.suspend(() => {
+  Effect.uninterruptibleMask((restore) =>
+    Effect.withFiberRuntime<A, PoolError>((fiber) => {
+      const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
+      const hold = holdOf(pool, fiber)
+      const held = hold?.entry
+      if (held !== undefined) {
+        if (pool.options.nested === "fail") return nestedError(pool, fiber)
         hold!.count++
         return heldUntilClosed(pool, scope, hold, held, hold!.borrow)
-      }))
-    }
-    return Effect.uninterruptibleMask((restore) =>
-      acquire(pool, restore, neverWait, (entry) =>
+      }
+      return acquireIn(pool, restore, neverWait, fiber, (entry) =>
         heldUntilClosed(pool, scope, hold, entry, claim(pool, fiber, hold, entry)))
-    )
-  }) as Effect.Effect<A, PoolError, Scope.Scope>
+    })
+  ) as Effect.Effect<A, PoolError, Scope.Scope>
 
 /**
  * `withConnectionCallback`, in the step that finds the fiber (see `callback.ts`): nested, the operation starts on

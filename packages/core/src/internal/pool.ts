@@ -23,7 +23,7 @@ import type * as ConnectionPool from "../ConnectionPool.js"
 import type { InvalidConfig, PoolError } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
 import { callback, releaseInDone } from "./callback.js"
-import { acquire, makeTakeTransition, makeTakeTx, makeTryTakeTx, release } from "./handoff.js"
+import { acquireIn, makeTakeTransition, makeTakeTx, makeTryTakeTransition, makeTryTakeTx, releaseNow } from "./handoff.js"
 import type { Borrow } from "./leak.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
@@ -69,6 +69,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   /** The acquire transition (`handoff.makeTakeTransition`), and it committed from the caller's fiber. */
   readonly takeTransition: (s: State<A>) => readonly [Take<A>, State<A>]
   readonly takeTx: Effect.Effect<Take<A>>
+  readonly tryTakeTransition: (s: State<A>) => readonly [Take<A>, State<A>]
   readonly tryTakeTx: Effect.Effect<Take<A>>
   readonly spanOptions: Tracer.SpanOptions
   readonly get: Effect.Effect<A, PoolError, Scope.Scope>
@@ -131,6 +132,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     stats.publishLimits(this)
     this.takeTransition = makeTakeTransition(this)
     this.takeTx = makeTakeTx(this)
+    this.tryTakeTransition = makeTryTakeTransition(this)
     this.tryTakeTx = makeTryTakeTx(this)
     this.fiberAware = nested.fiberAware(this)
     this.get = this.fiberAware ? nested.scoped(this, false) : this.scoped(false)
@@ -155,27 +157,31 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 
   scoped(neverWait: boolean): Effect.Effect<A, PoolError, Scope.Scope> {
     // `Scope.addFinalizerExit` rather than `Effect.addFinalizer`, which captures and restores the whole context
-    return Effect.flatMap(Effect.scope, (scope) =>
-      Effect.uninterruptibleMask((restore) =>
-        acquire(this, restore, neverWait, (entry) =>
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.withFiberRuntime<A, PoolError>((fiber) => {
+        const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
+        return acquireIn(this, restore, neverWait, fiber, (entry) =>
           Effect.as(
             Scope.addFinalizerExit(
               scope,
-              (exit) => release(this, entry, Exit.isFailure(exit) ? exit.cause : undefined)
+              (exit) => releaseNow(this, entry, Exit.isFailure(exit) ? exit.cause : undefined, Effect.void)
             ),
             entry.conn
           ))
-      ))
+      })
+    ) as Effect.Effect<A, PoolError, Scope.Scope>
   }
 
   use<X, E, R>(neverWait: boolean, f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R> {
     if (this.fiberAware) return nested.use(this, neverWait, f)
     return Effect.uninterruptibleMask((restore) =>
-      acquire(this, restore, neverWait, (entry) =>
-        Effect.flatMap(
-          Effect.exit(restore(applied(f, entry.conn))),
-          (exit) => release(this, entry, exit._tag === "Failure" ? exit.cause : undefined, exit)
-        ))
+      Effect.withFiberRuntime<X, E | PoolError, R>((fiber) =>
+        acquireIn(this, restore, neverWait, fiber, (entry) =>
+          Effect.flatMap(
+            Effect.exit(restore(applied(f, entry.conn))),
+            (exit) => releaseNow(this, entry, exit._tag === "Failure" ? exit.cause : undefined, exit)
+          ))
+      )
     )
   }
 
