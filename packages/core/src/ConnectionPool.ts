@@ -248,8 +248,10 @@ export interface ConnectionPool<A> extends Pipeable {
    * connection is then closed: its state is unknown).
    *
    * A caller that has to wait is not woken just to start its operation: whoever hands it the connection starts
-   * it, so the caller wakes once, with the result. A typed failure returns the connection; a defect, or a
-   * `start` that throws, closes it.
+   * it, so the caller wakes once, with the result; and `done` gives the connection back there and then, so the
+   * next waiter's operation starts inside it. A `done` called inside `start` (a synchronous driver) has the
+   * connection back before the borrow's step ends: the caller never suspends. A typed failure returns the
+   * connection; a defect, or a `start` that throws, closes it.
    */
   withConnectionCallback<X, E>(
     start: (conn: A, done: (exit: Exit.Exit<X, E>) => void) => Effect.Effect<void> | void
