@@ -292,6 +292,27 @@ describe("withConnectionCallback", () => {
       assert.strictEqual(outcomes.size, 2) // both sides of the race were exercised
     }))
 
+  it.scoped("a caller in an uninterruptible region keeps waiting through an interruption, and its operation runs", () =>
+    Effect.gen(function*() {
+      const t = makeDriver()
+      const pool = yield* ConnectionPool.make({ driver: t.driver, maxSize: 1 })
+      const holder = yield* hold(pool)
+      yield* Deferred.await(holder.got)
+      const op = operation()
+      const caller = yield* Effect.fork(Effect.uninterruptible(pool.withConnectionCallback(op.start)))
+      yield* settle
+      const interrupting = yield* Effect.fork(Fiber.interrupt(caller))
+      yield* settle
+      assert.deepStrictEqual([op.state.starts, (yield* pool.stats).waiting], [0, 1]) // still queued
+      yield* holder.release
+      yield* settle
+      assert.strictEqual(op.state.starts, 1)
+      yield* op.finish(Exit.succeed(1))
+      yield* Fiber.join(interrupting)
+      const s = yield* pool.stats
+      assert.deepStrictEqual([op.state.cancels, s.inUse, s.idle, s.total, t.opened[0].closes], [0, 0, 1, 1, 0])
+    }))
+
   it.scoped("a wait under a parent span is traced until the operation starts, not until it ends", () =>
     Effect.gen(function*() {
       const t = makeDriver()
