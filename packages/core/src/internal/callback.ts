@@ -3,8 +3,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
-import { identity } from "effect/Function"
-import * as RuntimeFlags from "effect/RuntimeFlags"
 import type { PoolError } from "../PoolError.js"
 import { budgetFrom } from "./deadline.js"
 import { checkout, validatesHandoffs } from "./checkout.js"
@@ -25,6 +23,7 @@ import {
 import * as nested from "./nested.js"
 import type { PoolImpl } from "./pool.js"
 import { Entry } from "./state.js"
+import { maskedStep } from "./step.js"
 import { transact } from "./stats.js"
 import * as T from "./transitions.js"
 import { CALLER_RELEASES, DONE_IN_START, Job, type Outcome, RELEASED_IN_DONE, type Start, Waiter } from "./waiter.js"
@@ -47,38 +46,19 @@ import { CALLER_RELEASES, DONE_IN_START, Job, type Outcome, RELEASED_IN_DONE, ty
 //   taken exactly once: by the outcome the caller is resumed with, or by `interrupted` when the interruption
 //   reached the fiber first and the resume was dropped.
 
-/**
- * `uninterruptibleMask(restore => withFiberRuntime(step))`, without building the mask on every run: the two
- * shapes it can take (a caller that was interruptible, whose wait `restore` makes interruptible again, and one
- * that was not) are built once, on first use, and chosen from the caller's runtime flags. (A mask is a fresh
- * runtime-flags step and two closures per run, and the contended path runs it for every statement.)
- *
- * @internal
- */
-export const callback = <A, X, E>(pool: PoolImpl<A>, start: Start<A>): Effect.Effect<X, E | PoolError> => {
-  let fromInterruptible: Outcome | undefined = undefined
-  let fromUninterruptible: Outcome | undefined = undefined
-  return Effect.withFiberRuntime<unknown, unknown>((_, status) => {
-    if (RuntimeFlags.interruption(status.runtimeFlags)) {
-      return fromInterruptible ??= stepped(pool, start, Effect.interruptible)
-    }
-    return fromUninterruptible ??= stepped(pool, start, identity)
-  }) as Effect.Effect<X, E | PoolError>
-}
-
-/** The one step, uninterruptible, with what restores the caller's interruptibility for its wait. */
-const stepped = <A>(pool: PoolImpl<A>, start: Start<A>, restore: Restore): Outcome =>
-  Effect.uninterruptible(Effect.withFiberRuntime<unknown, unknown>((fiber) => {
+/** @internal */
+export const callback = <A, X, E>(pool: PoolImpl<A>, start: Start<A>): Effect.Effect<X, E | PoolError> =>
+  maskedStep<unknown, unknown, never>((restore, fiber) => {
     if (pool.fiberAware) {
       const held = nested.callbackOf(pool, fiber, start, plain)
       if (held !== undefined) return restore(held)
     }
     return borrow(pool, start, restore, fiber)
-  }))
+  }) as Effect.Effect<X, E | PoolError>
 
 /** The path that does not look for what the fiber holds (`nested.callbackOf` wraps it under leak detection). */
 const plain = <A>(pool: PoolImpl<A>, start: Start<A>): Outcome =>
-  Effect.uninterruptibleMask((restore) => Effect.withFiberRuntime((fiber) => borrow(pool, start, restore, fiber)))
+  maskedStep<unknown, unknown, never>((restore, fiber) => borrow(pool, start, restore, fiber))
 
 /** The one step: the acquire transaction and what it decided. */
 const borrow = <A>(

@@ -9,6 +9,7 @@ import { NestedAcquire, type PoolError } from "../PoolError.js"
 import { acquireIn, release, releaseNow } from "./handoff.js"
 import * as leak from "./leak.js"
 import { applied, type PoolImpl } from "./pool.js"
+import { maskedStep } from "./step.js"
 import type { Entry } from "./state.js"
 import type { Start } from "./waiter.js"
 
@@ -113,23 +114,21 @@ export const use = <A, X, E, R>(
   neverWait: boolean,
   f: (conn: A) => Effect.Effect<X, E, R>
 ): Effect.Effect<X, E | PoolError, R> =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.withFiberRuntime<X, E | PoolError, R>((fiber) => {
-      const hold = holdOf(pool, fiber)
-      const held = hold?.entry
-      if (held !== undefined) {
-        if (pool.options.nested === "fail") return nestedError(pool, fiber)
-        return restore(again(pool, hold!, held, (conn) => applied(f, conn)))
-      }
-      return acquireIn(pool, restore, neverWait, fiber, (entry) => {
-        const borrow = claim(pool, fiber, hold, entry)
-        return Effect.flatMap(
-          Effect.exit(restore(applied(f, entry.conn))),
-          (exit) => letGo(pool, hold, entry, borrow, exit._tag === "Failure" ? exit.cause : undefined, exit)
-        )
-      })
+  maskedStep<X, E | PoolError, R>((restore, fiber) => {
+    const hold = holdOf(pool, fiber)
+    const held = hold?.entry
+    if (held !== undefined) {
+      if (pool.options.nested === "fail") return nestedError(pool, fiber)
+      return restore(again(pool, hold!, held, (conn) => applied(f, conn)))
+    }
+    return acquireIn(pool, restore, neverWait, fiber, (entry) => {
+      const borrow = claim(pool, fiber, hold, entry)
+      return Effect.flatMap(
+        Effect.exit(restore(applied(f, entry.conn))),
+        (exit) => letGo(pool, hold, entry, borrow, exit._tag === "Failure" ? exit.cause : undefined, exit)
+      )
     })
-  )
+  })
 
 /** The scope's end is the borrow's. */
 const heldUntilClosed = <A>(
@@ -154,20 +153,18 @@ const heldUntilClosed = <A>(
  * @internal
  */
 export const scoped = <A>(pool: PoolImpl<A>, neverWait: boolean): Effect.Effect<A, PoolError, Scope.Scope> =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.withFiberRuntime<A, PoolError>((fiber) => {
-      const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
-      const hold = holdOf(pool, fiber)
-      const held = hold?.entry
-      if (held !== undefined) {
-        if (pool.options.nested === "fail") return nestedError(pool, fiber)
-        hold!.count++
-        return heldUntilClosed(pool, scope, hold, held, hold!.borrow)
-      }
-      return acquireIn(pool, restore, neverWait, fiber, (entry) =>
-        heldUntilClosed(pool, scope, hold, entry, claim(pool, fiber, hold, entry)))
-    })
-  ) as Effect.Effect<A, PoolError, Scope.Scope>
+  maskedStep<A, PoolError, never>((restore, fiber) => {
+    const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
+    const hold = holdOf(pool, fiber)
+    const held = hold?.entry
+    if (held !== undefined) {
+      if (pool.options.nested === "fail") return nestedError(pool, fiber)
+      hold!.count++
+      return heldUntilClosed(pool, scope, hold, held, hold!.borrow)
+    }
+    return acquireIn(pool, restore, neverWait, fiber, (entry) =>
+      heldUntilClosed(pool, scope, hold, entry, claim(pool, fiber, hold, entry)))
+  }) as Effect.Effect<A, PoolError, Scope.Scope>
 
 /**
  * `withConnectionCallback`, in the step that finds the fiber (see `callback.ts`): nested, the operation starts on

@@ -33,6 +33,7 @@ import { type Committer, makeCommitter } from "./commit.js"
 import * as live from "./reconfigure.js"
 import { type Entry, initial, patched, type State } from "./state.js"
 import * as stats from "./stats.js"
+import { maskedStep } from "./step.js"
 import type { Take } from "./transitions.js"
 import type { Job, Outcome, Start } from "./waiter.js"
 
@@ -40,6 +41,7 @@ import type { Job, Outcome, Start } from "./waiter.js"
 // - `state.ts`, `transitions.ts`: the state and its transitions (the only place plain fields are written under STM)
 // - `waiter.ts`: waiters and `withConnectionCallback`'s jobs
 // - `handoff.ts`: acquire, release, and the arrival of a new connection
+// - `step.ts`: the one uninterruptible step every borrow starts with (`uninterruptibleMask`, built once)
 // - `checkout.ts`: validating a connection before it is lent, and trying again when it is broken
 // - `deadline.ts`: one `acquireTimeout` over waiting, connecting and validating; what `PoolTimeout` reports
 // - `callback.ts`: the `withConnectionCallback` path
@@ -157,31 +159,27 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
 
   scoped(neverWait: boolean): Effect.Effect<A, PoolError, Scope.Scope> {
     // `Scope.addFinalizerExit` rather than `Effect.addFinalizer`, which captures and restores the whole context
-    return Effect.uninterruptibleMask((restore) =>
-      Effect.withFiberRuntime<A, PoolError>((fiber) => {
-        const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
-        return acquireIn(this, restore, neverWait, fiber, (entry) =>
-          Effect.as(
-            Scope.addFinalizerExit(
-              scope,
-              (exit) => releaseNow(this, entry, Exit.isFailure(exit) ? exit.cause : undefined, Effect.void)
-            ),
-            entry.conn
-          ))
-      })
-    ) as Effect.Effect<A, PoolError, Scope.Scope>
+    return maskedStep<A, PoolError, never>((restore, fiber) => {
+      const scope = Context.unsafeGet(fiber.currentContext, Scope.Scope)
+      return acquireIn(this, restore, neverWait, fiber, (entry) =>
+        Effect.as(
+          Scope.addFinalizerExit(
+            scope,
+            (exit) => releaseNow(this, entry, Exit.isFailure(exit) ? exit.cause : undefined, Effect.void)
+          ),
+          entry.conn
+        ))
+    }) as Effect.Effect<A, PoolError, Scope.Scope>
   }
 
   use<X, E, R>(neverWait: boolean, f: (conn: A) => Effect.Effect<X, E, R>): Effect.Effect<X, E | PoolError, R> {
     if (this.fiberAware) return nested.use(this, neverWait, f)
-    return Effect.uninterruptibleMask((restore) =>
-      Effect.withFiberRuntime<X, E | PoolError, R>((fiber) =>
-        acquireIn(this, restore, neverWait, fiber, (entry) =>
-          Effect.flatMap(
-            Effect.exit(restore(applied(f, entry.conn))),
-            (exit) => releaseNow(this, entry, exit._tag === "Failure" ? exit.cause : undefined, exit)
-          ))
-      )
+    return maskedStep<X, E | PoolError, R>((restore, fiber) =>
+      acquireIn(this, restore, neverWait, fiber, (entry) =>
+        Effect.flatMap(
+          Effect.exit(restore(applied(f, entry.conn))),
+          (exit) => releaseNow(this, entry, exit._tag === "Failure" ? exit.cause : undefined, exit)
+        ))
     )
   }
 
