@@ -28,14 +28,14 @@ export class Budget {
   validatingMs = 0
   /** When the caller last joined the queue (or began waiting for its own connect). */
   queuedAt: number
-  constructor(readonly since: number, readonly start: bigint, readonly deadline: number) {
+  constructor(readonly since: number, readonly start: number, readonly deadline: number) {
     this.queuedAt = since
   }
 }
 
 /** A new acquire's budget, its deadline `acquireTimeout` from now. @internal */
 export const budgetFrom = <A>(pool: PoolImpl<A>, now: number): Budget =>
-  new Budget(now, pool.clock.unsafeCurrentTimeNanos(), now + pool.options.acquireTimeout)
+  new Budget(now, pool.preciseMs(), now + pool.options.acquireTimeout)
 
 /** A waiter's budget, made on first need. @internal */
 export const budgetOf = <A>(waiter: Waiter<A>): Budget =>

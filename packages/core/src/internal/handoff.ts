@@ -14,7 +14,7 @@ import { budgetFrom, expireAt } from "./deadline.js"
 import { overloaded, recordUse, shed } from "./overload.js"
 import type { PoolImpl } from "./pool.js"
 import { Entry, limitOf, type State } from "./state.js"
-import { modify, noTags, publishing, stats, transact } from "./stats.js"
+import { modify, noTags, publishing, stats } from "./stats.js"
 import * as T from "./transitions.js"
 import { DONE_IN_START, RELEASED_IN_DONE, Waiter } from "./waiter.js"
 
@@ -28,7 +28,7 @@ export type Restore = <X, E, R>(effect: Effect.Effect<X, E, R>) => Effect.Effect
 /** A new waiter, its deadline `acquireTimeout` from now. @internal */
 export const newWaiter = <A>(pool: PoolImpl<A>, queued: boolean, spawned: boolean): Waiter<A> => {
   const since = pool.now()
-  return new Waiter(since, pool.clock.unsafeCurrentTimeNanos(), since + pool.options.acquireTimeout, queued, spawned)
+  return new Waiter(since, pool.preciseMs(), since + pool.options.acquireTimeout, queued, spawned)
 }
 
 /**
@@ -218,9 +218,9 @@ export const servable = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): bo
   (pool.driver.reusable === undefined || pool.driver.reusable(entry.conn))
 
 /** Counts a borrow. `start` is when the caller began to wait (or validate); `undefined` when it did not. @internal */
-export const borrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number, start: bigint | undefined): Entry<A> => {
+export const borrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number, start: number | undefined): Entry<A> => {
   const c = pool.counters
-  const waitedMs = start === undefined ? 0 : Number(pool.clock.unsafeCurrentTimeNanos() - start) / 1e6
+  const waitedMs = start === undefined ? 0 : pool.preciseMs() - start
   c.acquired++
   if (entry.uses === 0) c.misses++
   else c.hits++
@@ -349,11 +349,22 @@ export const checkIn = <A, X = void, E = never>(
   return Effect.suspend(() => handOn(pool, entry, checkInNow(pool, entry, now), now, then))
 }
 
-/** The release transaction itself (see `checkIn`), committed at once. @internal */
+/**
+ * The release transaction itself (see `checkIn`), committed at once: the pool's prebuilt transition
+ * (`makeCheckInTransition`), given the connection through the pool's scratch fields, set and cleared around the
+ * synchronous commit. @internal
+ */
 export const checkInNow = <A>(pool: PoolImpl<A>, entry: Entry<A>, now: number): T.Placed<A> => {
-  const expired = now >= entry.expiresAt
-  return transact(pool, (s) => T.place(s, entry, expired, undefined, pool.options.reuse))
+  pool.checkingIn = entry
+  pool.checkingInExpired = now >= entry.expiresAt
+  const placed = pool.commit(pool.checkInTransition)
+  pool.checkingIn = undefined
+  return placed
 }
+
+/** The release transition, built once per pool: a closure per release cost more than the transition. @internal */
+export const makeCheckInTransition = <A>(pool: PoolImpl<A>): (s: State<A>) => readonly [T.Placed<A>, State<A>] =>
+  publishing(pool, (s) => T.place(s, pool.checkingIn!, pool.checkingInExpired, undefined, pool.options.reuse))
 
 /**
  * A new connection arrives, its slot reserved in `pending`: to `target` (the `tryGet` it was opened for) or the

@@ -1,4 +1,4 @@
-import type * as Clock from "effect/Clock"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -23,7 +23,10 @@ import type * as ConnectionPool from "../ConnectionPool.js"
 import type { InvalidConfig, PoolError } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
 import { callback, releaseInDone } from "./callback.js"
-import { acquireIn, makeTakeTransition, makeTakeTx, makeTryTakeTransition, makeTryTakeTx, releaseNow } from "./handoff.js"
+import {
+  acquireIn,
+  makeCheckInTransition,
+  makeTakeTransition, makeTakeTx, makeTryTakeTransition, makeTryTakeTx, releaseNow } from "./handoff.js"
 import type { Borrow } from "./leak.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"
@@ -34,7 +37,7 @@ import * as live from "./reconfigure.js"
 import { type Entry, initial, patched, type State } from "./state.js"
 import * as stats from "./stats.js"
 import { maskedStep } from "./step.js"
-import type { Take } from "./transitions.js"
+import type { Placed, Take } from "./transitions.js"
 import type { Job, Outcome, Start } from "./waiter.js"
 
 // The pool: its fields, and its public methods, each a few lines over the internal modules:
@@ -59,6 +62,9 @@ export const TypeId: ConnectionPool.TypeId = Symbol.for("@connection-pool/core/C
 
 /** @internal */
 export const isConnectionPool = (u: unknown): u is ConnectionPool.ConnectionPool<unknown> => hasProperty(u, TypeId)
+
+/** The class of effect's live clock: a pool on it reads durations from `performance.now()`. */
+const liveClock = Clock.make().constructor
 
 /** @internal */
 export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
@@ -92,6 +98,10 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly releaseInDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => Outcome
   /** Scratch for the acquire transaction: whether its caller runs under a span. */
   traced = false
+  /** Scratch for the release transaction (`handoff.checkInNow`): the connection coming back, and whether expired. */
+  checkingIn: Entry<A> | undefined = undefined
+  checkingInExpired = false
+  readonly checkInTransition: (s: State<A>) => readonly [Placed<A>, State<A>]
   /** Connects in a row that failed at capacity: the grower's backoff. Plain: it decides nothing in a transaction. */
   capacityStreak = 0
   /** Connects begun, and the latest of them that succeeded: the breaker counts only failures begun after it. */
@@ -123,6 +133,9 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     runtime: Runtime.Runtime<never>
   ) {
     const runSync = Runtime.runSync(runtime)
+    this.preciseMs = clock.constructor === liveClock
+      ? () => performance.now()
+      : () => Number(clock.unsafeCurrentTimeNanos()) / 1e6
     this.commit = committer ?? ((f) => runSync(STM.commit(TRef.modify(state, f))))
     this.releaseInDone = (job, exit) => releaseInDone(this, job, exit)
     this.metrics = metrics.forPool(options.name)
@@ -133,6 +146,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     }
     stats.publishLimits(this)
     this.takeTransition = makeTakeTransition(this)
+    this.checkInTransition = makeCheckInTransition(this)
     this.takeTx = makeTakeTx(this)
     this.tryTakeTransition = makeTryTakeTransition(this)
     this.tryTakeTx = makeTryTakeTx(this)
@@ -152,6 +166,13 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   now() {
     return this.clock.unsafeCurrentTimeMillis()
   }
+
+  /**
+   * Milliseconds with sub-millisecond precision, for durations only (a wait, a validation): `performance.now()`
+   * on effect's live clock (no `bigint` per read, as `unsafeCurrentTimeNanos` makes), else the clock's own
+   * nanoseconds (a `TestClock`, or a user's). Set in the constructor.
+   */
+  readonly preciseMs: () => number
 
   get stats(): Effect.Effect<PoolStats> {
     return stats.stats(this)

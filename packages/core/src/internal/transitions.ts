@@ -2,7 +2,19 @@ import { ConnectionError, type PoolError } from "../PoolError.js"
 import { probeDelay, type Resolved } from "./options.js"
 import type { Overloaded } from "./overload.js"
 import * as Stack from "./stack.js"
-import { allOf, Breaker, emptyFifo, type Entry, type Fifo, limitOf, patched, push, type State } from "./state.js"
+import {
+  allOf,
+  Breaker,
+  emptyFifo,
+  type Entry,
+  type Fifo,
+  limitOf,
+  patched,
+  push,
+  type State,
+  withIdle,
+  withQueue
+} from "./state.js"
 import { CANCELLED, TAKEN, WAITING, type Waiter } from "./waiter.js"
 
 // The pool's state transitions: functions of a `State` to a result and the next `State`, run by `stats.modify`
@@ -115,7 +127,7 @@ export const enqueue = <A>(s: State<A>, waiter: Waiter<A>, traced: boolean): rea
   waiter.spawned = spawn > 0
   waiter.wake = s.waiting === 0
   waiter.traced = traced
-  return [waiter, patched(s, { waiters: push(s.waiters, waiter), waiting, pending: s.pending + spawn })]
+  return [waiter, withQueue(s, push(s.waiters, waiter), waiting, s.pending + spawn)]
 }
 
 /**
@@ -167,7 +179,7 @@ export const takeHead = <A>(s: State<A>): readonly [Waiter<A>, State<A>] => {
   const [waiter, q] = peekLive(s.waiters)
   waiter!.status = TAKEN
   const waiters = { front: (q.front as Stack.Cell<Waiter<A>>).tail, back: q.back }
-  return [waiter!, patched(s, { waiters, waiting: s.waiting - 1 })]
+  return [waiter!, withQueue(s, waiters, s.waiting - 1, s.pending)]
 }
 
 /** Every live waiter, taken (marked TAKEN) out of the queue, oldest first. @internal */
@@ -207,9 +219,9 @@ export const dequeue = <A>(s: State<A>, waiter: Waiter<A>): readonly [boolean, S
 
 /** Takes the next idle connection. Only called when `idleCount > 0`. @internal */
 export const takeIdle = <A>(s: State<A>): readonly [Take<A>, State<A>] => {
-  if (s.idle instanceof Stack.Cell) return [s.idle.head, patched(s, { idle: s.idle.tail, idleCount: s.idleCount - 1 })]
+  if (s.idle instanceof Stack.Cell) return [s.idle.head, withIdle(s, s.idle.tail, s.idleBack, s.idleCount - 1)]
   const idle = Stack.reverse(s.idleBack) as Stack.Cell<Entry<A>>
-  return [idle.head, patched(s, { idle: idle.tail, idleBack: Stack.nil, idleCount: s.idleCount - 1 })]
+  return [idle.head, withIdle(s, idle.tail, Stack.nil, s.idleCount - 1)]
 }
 
 /**
@@ -238,8 +250,8 @@ export const place = <A>(
   return [
     idlePlaced,
     reuse === "lifo"
-      ? patched(s, { idle: Stack.push(s.idle, entry), idleCount: s.idleCount + 1 })
-      : patched(s, { idleBack: Stack.push(s.idleBack, entry), idleCount: s.idleCount + 1 })
+      ? withIdle(s, Stack.push(s.idle, entry), s.idleBack, s.idleCount + 1)
+      : withIdle(s, s.idle, Stack.push(s.idleBack, entry), s.idleCount + 1)
   ]
 }
 

@@ -26,7 +26,8 @@ export class Waiter<A> {
   resume: ((exit: Exit.Exit<Entry<A>, PoolError>) => void) | undefined = undefined
   constructor(
     readonly since: number,
-    readonly start: bigint,
+    /** When it began to wait, on `PoolImpl.preciseMs`'s clock. */
+    readonly start: number,
     /** Pulled in by `reconfigure` when `acquireTimeout` shrinks; never pushed out. */
     public deadline: number,
     /** In the queue and counted in `waiting`; `tryGet`'s waiter is neither. */
