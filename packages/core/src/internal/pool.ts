@@ -36,7 +36,7 @@ import { type Committer, makeCommitter } from "./commit.js"
 import * as live from "./reconfigure.js"
 import { type Entry, initial, patched, type State } from "./state.js"
 import * as stats from "./stats.js"
-import { maskedStep } from "./step.js"
+import { maskedStep, verify as verifySteps } from "./step.js"
 import type { Placed, Take } from "./transitions.js"
 import type { Job, Outcome, Start } from "./waiter.js"
 
@@ -276,6 +276,7 @@ export const make = <A, R>(
     const runtime = yield* Effect.runtime<never>()
     const scheduler = yield* FiberRef.get(FiberRef.currentScheduler)
     const committer = yield* verified(makeCommitter(state, scheduler), state)
+    yield* verifySteps
     const pool = new PoolImpl(resolved, driver, state, refill, wake, probe, growth, creators, clock, committer, runtime)
     pool.config = live.poolConfigOf(options, resolved)
     yield* lifecycle.start(pool)

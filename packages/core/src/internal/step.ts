@@ -1,28 +1,83 @@
 import * as Effect from "effect/Effect"
-import type * as Fiber from "effect/Fiber"
+import * as Fiber from "effect/Fiber"
 import { identity } from "effect/Function"
 import * as RuntimeFlags from "effect/RuntimeFlags"
+import * as RuntimeFlagsPatch from "effect/RuntimeFlagsPatch"
 import type { Restore } from "./handoff.js"
 
+// `uninterruptibleMask((restore) => withFiberRuntime((fiber) => body(restore, fiber)))` in one fiber step.
+//
+// Every borrow starts with that mask: the transaction that queues a caller (or lends it a connection) and the
+// handler that cleans up after an interruption must not be separated by a point where the fiber can be
+// interrupted. Built with the combinators, it is three steps of the fiber and, per run, the mask's closures and
+// primitives; around a borrow that waits, that cost as much as the handoff itself.
+//
+// effect builds `uninterruptible(self)` as one primitive, `UpdateRuntimeFlags`, whose continuation the fiber calls
+// with the flags it had before (`uninterruptibleMask` is the same primitive, its continuation choosing `restore`
+// from those flags), right after it made them uninterruptible and recorded itself as the current fiber. A step is
+// that primitive with our own continuation: it picks `restore` from the old flags and the fiber from
+// `Fiber.getCurrentFiber`, and calls `body`. If this effect does not build `uninterruptible` that way (looked at
+// once, here), or a step does not behave as the mask would (`verify`, run by every pool's `make` before it builds
+// a step), steps are built from the combinators, which are what they stand for.
+
+/** The primitive `Effect.uninterruptible` builds in effect 3, and the fields a step sets on it. */
+interface FlagsPrimitive {
+  readonly _op: string
+  effect_instruction_i0: unknown
+  effect_instruction_i1: unknown
+}
+
+const probe = Effect.uninterruptible(Effect.void) as unknown as Partial<FlagsPrimitive>
+let native = probe._op === "UpdateRuntimeFlags" &&
+  probe.effect_instruction_i0 === RuntimeFlagsPatch.disable(RuntimeFlags.Interruption) &&
+  typeof probe.effect_instruction_i1 === "function"
+
 /**
- * `uninterruptibleMask((restore) => withFiberRuntime((fiber) => body(restore, fiber)))`, without building the mask
- * on every run. A mask is a fresh runtime-flags step and two closures per run, and around a borrow that waits it
- * cost as much allocation as the handoff itself. The two shapes it can take — for a caller that was
- * interruptible (`restore` makes it interruptible again) and for one that was not (`restore` leaves it
- * uninterruptible) — are built once, on first use, and chosen from the caller's runtime flags.
+ * `body` in one step of its fiber, uninterruptible; `restore` makes what it wraps as interruptible as the caller
+ * was. The step holds no state of its own: built once, it may be run by any number of fibers.
  *
  * @internal
  */
 export const maskedStep = <X, E, R>(
   body: (restore: Restore, fiber: Fiber.RuntimeFiber<any, any>) => Effect.Effect<X, E, R>
 ): Effect.Effect<X, E, R> => {
-  let fromInterruptible: Effect.Effect<X, E, R> | undefined = undefined
-  let fromUninterruptible: Effect.Effect<X, E, R> | undefined = undefined
-  const shape = (restore: Restore) =>
-    Effect.uninterruptible(Effect.withFiberRuntime<X, E, R>((fiber) => body(restore, fiber)))
-  return Effect.withFiberRuntime<X, E, R>((_, status) =>
-    RuntimeFlags.interruption(status.runtimeFlags)
-      ? fromInterruptible ??= shape(Effect.interruptible)
-      : fromUninterruptible ??= shape(identity)
-  )
+  const combinators = (restore: Restore) => Effect.withFiberRuntime<X, E, R>((fiber) => body(restore, fiber))
+  if (!native) return Effect.uninterruptibleMask(combinators)
+  const step = Effect.uninterruptible(Effect.void) as unknown as FlagsPrimitive
+  step.effect_instruction_i1 = (oldFlags: RuntimeFlags.RuntimeFlags) => {
+    const restore: Restore = RuntimeFlags.interruption(oldFlags) ? Effect.interruptible : identity
+    const fiber = Fiber.getCurrentFiber()
+    return fiber._tag === "Some" ? body(restore, fiber.value) : combinators(restore)
+  }
+  return step as unknown as Effect.Effect<X, E, R>
 }
+
+/** What a step tells its body: whether `restore` makes interruptible, and the fiber it runs in. */
+const seen = maskedStep<readonly [boolean, boolean], never, never>((restore, fiber) =>
+  Effect.flatMap(
+    restore(Effect.checkInterruptible((interruptible) => Effect.succeed(interruptible))),
+    (interruptible) => Effect.withFiberRuntime((current) => Effect.succeed([interruptible, fiber === current] as const))
+  )
+)
+
+/**
+ * Checks, once per process, that a step restores the caller's interruptibility and names its fiber, from an
+ * interruptible and from an uninterruptible caller; if not, steps are built from the combinators from now on.
+ *
+ * @internal
+ */
+export const verify: Effect.Effect<void> = Effect.suspend(() => {
+  if (!native || verified) return Effect.void
+  return Effect.map(
+    Effect.zip(Effect.interruptible(seen), Effect.uninterruptible(seen)),
+    ([[fromInterruptible, sameFiber1], [fromUninterruptible, sameFiber2]]) => {
+      verified = true
+      native = fromInterruptible && !fromUninterruptible && sameFiber1 && sameFiber2
+    }
+  )
+})
+
+let verified = false
+
+/** Whether steps are the one primitive (true on the effect version this project pins), for tests. @internal */
+export const isOneStep = (): boolean => native
