@@ -5,7 +5,9 @@
  * - raw `pg.Pool` (`pool.query`), 200 async loops;
  * - @effect/sql-pg's `PgClient` on its own pg-pool, and `PgClient` on our pool (`PgPool.layer`), 200 fibers each
  *   looping `sql\`SELECT 1\``;
- * - our pool with a raw `pg.Client` (`PgPool.withConnection`), and effect's `Pool.make` over `pg.Client`, 200 fibers.
+ * - our pool with a raw `pg.Client` (`PgPool.withConnection`), and effect's `Pool.make` over `pg.Client`, 200 fibers;
+ * - the floor of a fair pool on effect's runtime for that shape: a plain-state FIFO handoff of `pg.Client`s, one
+ *   `Effect.async` per borrow that waits, no pool feature (what the raw row pays for on top of it is the pool).
  *
  * Every caller loops until a shared deadline. Reported: queries/s, latency percentiles (from asking for a connection
  * to having the result), and fairness (the fewest / most queries any one caller completed). The server is a
@@ -54,6 +56,7 @@ const SQL_OURS = "PgClient on PgPool"
 const RAW_OURS = "PgPool withConnection (raw pg.Client)"
 const SCOPED_OURS = "PgPool get, scoped (raw pg.Client)"
 const EFFECT_POOL = "effect Pool.make (raw pg.Client)"
+const FLOOR = "floor: Effect.async handoff, plain state (raw pg.Client)"
 
 // -----------------------------------------------------------------------------------------------------------------
 // Counting
@@ -251,6 +254,49 @@ const effectPoolSubject = (applicationName: string): Subject => ({
   }
 })
 
+/**
+ * The floor of a fair pool on effect's runtime for the raw shape, not a pool: ten `pg.Client`s, a strict-FIFO
+ * handoff in plain fields, one `Effect.async` per borrow that waits, and `PgPool.query` on the client it got. No
+ * timeouts, no connects, no metrics, no interruption safety (an interrupted caller would leak its client). What
+ * `PgPool withConnection` pays for on top of it is the pool.
+ */
+const floorSubject = (applicationName: string): Subject => ({
+  name: FLOOR,
+  applicationName,
+  open: async (url) => {
+    const clients = await Promise.all(Array.from({ length: CONNECTIONS }, async () => {
+      const client = new pg.Client({ connectionString: url, application_name: applicationName })
+      client.on("error", () => {})
+      await client.connect()
+      return client
+    }))
+    const idle = [...clients]
+    const queue: Array<(client: Effect.Effect<pg.Client>) => void> = []
+    let head = 0
+    const acquire = Effect.async<pg.Client>((resume) => {
+      const client = head === queue.length ? idle.pop() : undefined
+      if (client !== undefined) resume(Effect.succeed(client))
+      else queue.push(resume)
+    })
+    const release = (client: pg.Client) =>
+      Effect.sync(() => {
+        if (head < queue.length) {
+          const next = queue[head]
+          queue[head++] = undefined as never
+          if (head === queue.length) queue.length = head = 0
+          next(Effect.succeed(client))
+        } else idle.push(client)
+      })
+    const query = Effect.flatMap(
+      acquire,
+      (client) => Effect.flatMap(Effect.exit(PgPool.query(client, TEXT)), (exit) => Effect.zipRight(release(client), exit))
+    )
+    return effectClient(Context.empty(), Effect.map(query, (result) => result.rows), async () => {
+      await Promise.all(clients.map((client) => client.end().catch(() => {})))
+    })
+  }
+})
+
 const makeSubjects = (): ReadonlyArray<Subject> => {
   // the pid keeps two benches on one PG_URL from counting each other's sessions
   const app = (name: string) => `bench-${name}-${process.pid}`
@@ -260,7 +306,8 @@ const makeSubjects = (): ReadonlyArray<Subject> => {
     sqlOursSubject(app("sql-ours")),
     rawOursSubject(app("raw-ours")),
     scopedOursSubject(app("scoped-ours")),
-    effectPoolSubject(app("effect-pool"))
+    effectPoolSubject(app("effect-pool")),
+    floorSubject(app("floor"))
   ]
 }
 
