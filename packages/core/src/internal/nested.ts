@@ -123,10 +123,11 @@ export const use = <A, X, E, R>(
     }
     return acquireIn(pool, restore, neverWait, fiber, (entry) => {
       const borrow = claim(pool, fiber, hold, entry)
-      return Effect.flatMap(
-        Effect.exit(restore(applied(f, entry.conn))),
-        (exit) => letGo(pool, hold, entry, borrow, exit._tag === "Failure" ? exit.cause : undefined, exit)
-      )
+      // one continuation for both outcomes (`Effect.exit` and a `flatMap` are two)
+      return Effect.matchCauseEffect(restore(applied(f, entry.conn)), {
+        onFailure: (cause) => letGo(pool, hold, entry, borrow, cause, Effect.failCause(cause)),
+        onSuccess: (x) => letGo(pool, hold, entry, borrow, undefined, Effect.succeed(x))
+      })
     })
   })
 

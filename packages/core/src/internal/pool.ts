@@ -197,10 +197,10 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     if (this.fiberAware) return nested.use(this, neverWait, f)
     return maskedStep<X, E | PoolError, R>((restore, fiber) =>
       acquireIn(this, restore, neverWait, fiber, (entry) =>
-        Effect.flatMap(
-          Effect.exit(restore(applied(f, entry.conn))),
-          (exit) => releaseNow(this, entry, exit._tag === "Failure" ? exit.cause : undefined, exit)
-        ))
+        Effect.matchCauseEffect(restore(applied(f, entry.conn)), {
+          onFailure: (cause) => releaseNow(this, entry, cause, Effect.failCause(cause)),
+          onSuccess: (x) => releaseNow(this, entry, undefined, Effect.succeed(x))
+        }))
     )
   }
 
