@@ -9,7 +9,7 @@ import { NestedAcquire, type PoolError } from "../PoolError.js"
 import { acquireIn, release, releaseNow } from "./handoff.js"
 import * as leak from "./leak.js"
 import { applied, type PoolImpl } from "./pool.js"
-import { maskedStep } from "./step.js"
+import { maskedStep, outcomes } from "./step.js"
 import type { Entry } from "./state.js"
 import type { Start } from "./waiter.js"
 
@@ -124,10 +124,13 @@ export const use = <A, X, E, R>(
     return acquireIn(pool, restore, neverWait, fiber, (entry) => {
       const borrow = claim(pool, fiber, hold, entry)
       // one continuation for both outcomes (`Effect.exit` and a `flatMap` are two)
-      return Effect.matchCauseEffect(restore(applied(f, entry.conn)), {
-        onFailure: (cause) => letGo(pool, hold, entry, borrow, cause, Effect.failCause(cause)),
-        onSuccess: (x) => letGo(pool, hold, entry, borrow, undefined, Effect.succeed(x))
-      })
+      return Effect.matchCauseEffect(
+        restore(applied(f, entry.conn)),
+        outcomes(
+          (cause) => letGo(pool, hold, entry, borrow, cause, Effect.failCause(cause)),
+          (x: X) => letGo(pool, hold, entry, borrow, undefined, Effect.succeed(x))
+        )
+      )
     })
   })
 

@@ -36,7 +36,7 @@ import { type Committer, makeCommitter } from "./commit.js"
 import * as live from "./reconfigure.js"
 import { type Entry, initial, patched, type State } from "./state.js"
 import * as stats from "./stats.js"
-import { maskedStep, verify as verifySteps } from "./step.js"
+import { maskedStep, outcomes, verify as verifySteps } from "./step.js"
 import type { Placed, Take } from "./transitions.js"
 import type { Job, Outcome, Start } from "./waiter.js"
 
@@ -197,10 +197,13 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
     if (this.fiberAware) return nested.use(this, neverWait, f)
     return maskedStep<X, E | PoolError, R>((restore, fiber) =>
       acquireIn(this, restore, neverWait, fiber, (entry) =>
-        Effect.matchCauseEffect(restore(applied(f, entry.conn)), {
-          onFailure: (cause) => releaseNow(this, entry, cause, Effect.failCause(cause)),
-          onSuccess: (x) => releaseNow(this, entry, undefined, Effect.succeed(x))
-        }))
+        Effect.matchCauseEffect(
+          restore(applied(f, entry.conn)),
+          outcomes(
+            (cause) => releaseNow(this, entry, cause, Effect.failCause(cause)),
+            (x: X) => releaseNow(this, entry, undefined, Effect.succeed(x))
+          )
+        ))
     )
   }
 

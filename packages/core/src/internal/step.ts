@@ -1,3 +1,4 @@
+import type * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import { identity } from "effect/Function"
@@ -32,6 +33,11 @@ let native = probe._op === "UpdateRuntimeFlags" &&
   probe.effect_instruction_i0 === RuntimeFlagsPatch.disable(RuntimeFlags.Interruption) &&
   typeof probe.effect_instruction_i1 === "function"
 
+const viaCombinators = <X, E, R>(
+  body: (restore: Restore, fiber: Fiber.RuntimeFiber<any, any>) => Effect.Effect<X, E, R>,
+  restore: Restore
+): Effect.Effect<X, E, R> => Effect.withFiberRuntime<X, E, R>((fiber) => body(restore, fiber))
+
 /**
  * `body` in one step of its fiber, uninterruptible; `restore` makes what it wraps as interruptible as the caller
  * was. The step holds no state of its own: built once, it may be run by any number of fibers.
@@ -41,16 +47,28 @@ let native = probe._op === "UpdateRuntimeFlags" &&
 export const maskedStep = <X, E, R>(
   body: (restore: Restore, fiber: Fiber.RuntimeFiber<any, any>) => Effect.Effect<X, E, R>
 ): Effect.Effect<X, E, R> => {
-  const combinators = (restore: Restore) => Effect.withFiberRuntime<X, E, R>((fiber) => body(restore, fiber))
-  if (!native) return Effect.uninterruptibleMask(combinators)
+  // no closure bound to a name here: a step is built per borrow, and under esbuild's keepNames (tsx) each such
+  // closure costs a `__name` call
+  if (!native) return Effect.uninterruptibleMask((restore) => viaCombinators(body, restore))
   const step = Effect.uninterruptible(Effect.void) as unknown as FlagsPrimitive
   step.effect_instruction_i1 = (oldFlags: RuntimeFlags.RuntimeFlags) => {
     const restore: Restore = RuntimeFlags.interruption(oldFlags) ? Effect.interruptible : identity
     const fiber = Fiber.getCurrentFiber()
-    return fiber._tag === "Some" ? body(restore, fiber.value) : combinators(restore)
+    return fiber._tag === "Some" ? body(restore, fiber.value) : viaCombinators(body, restore)
   }
   return step as unknown as Effect.Effect<X, E, R>
 }
+
+/**
+ * The two handlers of a borrow's `Effect.matchCauseEffect`, passed in as arguments: written as an object literal,
+ * each would be a closure bound to a name, which costs a `__name` call per borrow under esbuild's keepNames (tsx).
+ *
+ * @internal
+ */
+export const outcomes = <E, A, X, E2, R2>(
+  onFailure: (cause: Cause.Cause<E>) => Effect.Effect<X, E2, R2>,
+  onSuccess: (a: A) => Effect.Effect<X, E2, R2>
+) => ({ onFailure, onSuccess })
 
 /** What a step tells its body: whether `restore` makes interruptible, and the fiber it runs in. */
 const seen = maskedStep<readonly [boolean, boolean], never, never>((restore, fiber) =>

@@ -60,13 +60,9 @@ export class PoolClient extends pg.Client {
   /** Counts the query until pg completes it, in each of the forms pg takes (submittable, callback, promise). */
   override query(config: any, values?: any, callback?: any): any {
     if (config === null || config === undefined) return super.query(config, values, callback) // pg throws
-    let done = false
-    const finish = (error: unknown) => {
-      if (done) return
-      done = true
-      this.inFlight--
-      if (error && isConnectionFailure(error)) this.markLost(error)
-    }
+    // one tracker per query and anonymous callbacks only: a closure bound to a name costs a `__name` call per query
+    // where the code is compiled with esbuild's keepNames (tsx), several times what the closure itself costs
+    const query = new Tracked(this)
     this.inFlight++
     this.submitted++
     try {
@@ -75,30 +71,26 @@ export class PoolClient extends pg.Client {
         const ready = config.handleReadyForQuery
         const failed = config.handleError
         config.handleReadyForQuery = function(this: unknown, con: unknown) {
-          finish(undefined)
+          query.finish(undefined)
           return ready.call(this, con)
         }
         config.handleError = function(this: unknown, error: unknown, con: unknown) {
-          finish(error)
+          query.finish(error)
           return failed.call(this, error, con)
         }
         return super.query(config, values, callback)
       }
-      const wrap = (f: Callback): Callback => (error, result) => {
-        finish(error)
-        f(error, result)
-      }
-      if (typeof values === "function") return super.query(config, wrap(values))
-      if (typeof callback === "function") return super.query(config, values, wrap(callback))
+      if (typeof values === "function") return super.query(config, query.wrap(values))
+      if (typeof callback === "function") return super.query(config, values, query.wrap(callback))
       if (typeof config === "object" && typeof config.callback === "function") {
-        return super.query(config, values, wrap(config.callback))
+        return super.query(config, values, query.wrap(config.callback))
       }
       const result: Promise<unknown> = super.query(config, values)
       // registered before the caller's own handlers, so the count is right when they run
-      result.then(() => finish(undefined), finish)
+      result.then(() => query.finish(undefined), (error) => query.finish(error))
       return result
     } catch (error) {
-      finish(undefined)
+      query.finish(undefined)
       throw error
     }
   }
@@ -108,6 +100,27 @@ export class PoolClient extends pg.Client {
   override end(callback?: (err: Error) => void): Promise<void> | void {
     this.ending = true
     return callback === undefined ? super.end() : super.end(callback)
+  }
+}
+
+/** One query given to a `PoolClient`, until pg completes it: counted out of `inFlight` once. */
+class Tracked {
+  private done = false
+  constructor(readonly client: PoolClient) {}
+
+  finish(error: unknown): void {
+    if (this.done) return
+    this.done = true
+    this.client.inFlight--
+    if (error && isConnectionFailure(error)) this.client.markLost(error)
+  }
+
+  /** `f`, called once pg completes the query, after the count. */
+  wrap(f: Callback): Callback {
+    return (error, result) => {
+      this.finish(error)
+      f(error, result)
+    }
   }
 }
 
