@@ -6,13 +6,7 @@
 import type * as EffectT from "effect/Effect"
 import type * as ExitT from "effect/Exit"
 
-const original = Object.defineProperty
-let counting = false
-let calls = 0
-Object.defineProperty = function(target: any, key: PropertyKey, descriptor: PropertyDescriptor) {
-  if (counting && key === "name" && typeof target === "function") calls++
-  return original(target, key, descriptor)
-} as typeof Object.defineProperty
+const { namesPer } = await import("./keepNames.js")
 
 const { Effect, Exit, Scope } = await import("effect")
 const { ConnectionPool } = await import("../../src/index.js")
@@ -41,12 +35,7 @@ for (const [name, borrow] of Object.entries(paths)) {
     concurrency: "unbounded",
     discard: true
   })
-  await Effect.runPromise(run) // warm: first uses may name things once
-  calls = 0
-  counting = true
-  await Effect.runPromise(run)
-  counting = false
-  perBorrow[name] = calls / BORROWS
+  perBorrow[name] = await namesPer(() => Effect.runPromise(run), BORROWS)
 }
 await Effect.runPromise(Scope.close(scope, Exit.void))
 console.log(JSON.stringify(perBorrow))

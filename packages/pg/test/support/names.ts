@@ -5,13 +5,7 @@
  */
 import type * as EffectT from "effect/Effect"
 
-const original = Object.defineProperty
-let counting = false
-let calls = 0
-Object.defineProperty = function(target: any, key: PropertyKey, descriptor: PropertyDescriptor) {
-  if (counting && key === "name" && typeof target === "function") calls++
-  return original(target, key, descriptor)
-} as typeof Object.defineProperty
+const { namesPer } = await import("../../../core/test/support/keepNames.js")
 
 const { Effect, Exit, Layer, Redacted, Scope } = await import("effect")
 const { SqlClient } = await import("@effect/sql")
@@ -36,12 +30,7 @@ for (const [name, statement] of Object.entries(paths)) {
     }),
     context
   ) as EffectT.Effect<void, unknown>
-  await Effect.runPromise(run) // warm: first uses may name things once
-  calls = 0
-  counting = true
-  await Effect.runPromise(run)
-  counting = false
-  perStatement[name] = calls / STATEMENTS
+  perStatement[name] = await namesPer(() => Effect.runPromise(run), STATEMENTS)
 }
 await Effect.runPromise(Scope.close(scope, Exit.void))
 console.log(JSON.stringify(perStatement))
