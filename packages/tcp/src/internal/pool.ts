@@ -1,5 +1,5 @@
 import * as ConnectionPool from "@connection-pool/core/ConnectionPool"
-import { ConnectionError, type InvalidConfig, PoolClosed } from "@connection-pool/core/PoolError"
+import { ConnectionError, type InvalidConfig, PoolClosed, type PoolError } from "@connection-pool/core/PoolError"
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
@@ -186,12 +186,21 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
     return Effect.suspend(() => {
       const ep = this.lookup(input)
       if (!(ep instanceof EndpointState)) return Effect.fail(ep)
-      const borrow = (pool: ConnectionPool.ConnectionPool<ConnectionImpl>) =>
-        pool.withConnection((conn: ConnectionImpl) => this.use(ep, conn, f))
-      return (ep.pool !== undefined ? borrow(ep.pool) : Effect.flatMap(ep.pending!, borrow)).pipe(
-        Effect.catchIf(isCoreConnectionError, ep.retyped)
-      ) as Effect.Effect<X, E | TcpPoolError, R>
+      // no closure bound to a name per call (a `__name` call each under tsx's keepNames)
+      return (ep.pool !== undefined
+        ? this.borrow(ep, ep.pool, f)
+        : Effect.flatMap(ep.pending!, (pool) => this.borrow(ep, pool, f))).pipe(
+          Effect.catchIf(isCoreConnectionError, ep.retyped)
+        ) as Effect.Effect<X, E | TcpPoolError, R>
     })
+  }
+
+  borrow<X, E, R>(
+    ep: EndpointState,
+    pool: ConnectionPool.ConnectionPool<ConnectionImpl>,
+    f: (conn: Connection.Connection) => Effect.Effect<X, E, R>
+  ): Effect.Effect<X, E | PoolError | ConnectionFailed, R> {
+    return pool.withConnection((conn: ConnectionImpl) => this.use(ep, conn, f))
   }
 
   exchange<X>(
