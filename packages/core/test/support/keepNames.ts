@@ -23,3 +23,10 @@ export const namesPer = async (run: () => Promise<unknown>, n: number): Promise<
   }
   return calls / n
 }
+
+/** `namesPer` for each of `runs` (each one run of `n` borrows), printed as one JSON line for the parent test. */
+export const printNamesPer = async (runs: Record<string, () => Promise<unknown>>, n: number): Promise<void> => {
+  const per: Record<string, number> = {}
+  for (const [name, run] of Object.entries(runs)) per[name] = await namesPer(run, n)
+  console.log(JSON.stringify(per))
+}
