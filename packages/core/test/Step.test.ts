@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber } from "effect"
-import { isOneStep, maskedStep, verify } from "../src/internal/step.js"
+import { isOneAsync, isOneStep, maskedStep, suspend, verify } from "../src/internal/step.js"
 
 // Every borrow starts with `maskedStep` (internal/step.ts): the mask and the fiber in one step of the fiber, built
 // on the primitive effect's `uninterruptible` is made of. These pin down that it is that primitive on the effect
@@ -56,5 +56,29 @@ describe("a borrow's first step", () => {
       const exit = yield* Fiber.interrupt(fiber)
       assert.isTrue(Exit.isInterrupted(exit))
       assert.isTrue(after)
+    }))
+})
+
+// A wait (`suspend`, internal/step.ts) is effect's bare `Async` primitive, without `Effect.async`'s wrapper.
+describe("a borrow's wait", () => {
+  it.effect("is one primitive here, and verifies as such", () =>
+    Effect.gen(function*() {
+      yield* verify
+      assert.isTrue(isOneAsync())
+    }))
+
+  it.effect("resumes with what it is given, at once or later, and an interruption ends it", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(yield* suspend<number, never>((resume) => resume(Effect.succeed(7))), 7)
+      let later: ((effect: Effect.Effect<number, string>) => void) | undefined
+      const waiting = yield* Effect.fork(suspend<number, string>((resume) => {
+        later = resume
+      }))
+      yield* Effect.yieldNow()
+      later!(Effect.fail("no"))
+      assert.deepStrictEqual(yield* Fiber.await(waiting), Exit.fail("no"))
+      const stuck = yield* Effect.fork(suspend<number, never>(() => {}))
+      yield* Effect.yieldNow()
+      assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(stuck)))
     }))
 })

@@ -23,7 +23,7 @@ import {
 import * as nested from "./nested.js"
 import type { PoolImpl } from "./pool.js"
 import { Entry } from "./state.js"
-import { maskedStep } from "./step.js"
+import { maskedStep, suspend } from "./step.js"
 import { transact } from "./stats.js"
 import * as T from "./transitions.js"
 import { CALLER_RELEASES, DONE_IN_START, Job, type Outcome, RELEASED_IN_DONE, type Start, Waiter } from "./waiter.js"
@@ -172,7 +172,7 @@ const takeOwed = <A>(job: Job<A>): Effect.Effect<void> | undefined => {
  */
 const awaitJob = <A>(pool: PoolImpl<A>, restore: Restore, job: Job<A>, waiter: Waiter<A> | undefined): Outcome =>
   Effect.catchAllCause(
-    restore(Effect.async<unknown, unknown>((resume) => {
+    restore(suspend<unknown, unknown>((resume) => {
       if (job.outcome !== undefined) return resume(job.outcome)
       job.resume = resume
     })),

@@ -16,6 +16,7 @@ import type { PoolImpl } from "./pool.js"
 import { Entry, limitOf, type State } from "./state.js"
 import { modify, noTags, publishing, stats } from "./stats.js"
 import * as T from "./transitions.js"
+import { suspend } from "./step.js"
 import { DONE_IN_START, RELEASED_IN_DONE, Waiter } from "./waiter.js"
 
 // The handoff: an acquire takes an idle connection or queues a waiter; a connection coming back (a release) or
@@ -248,7 +249,7 @@ export const unborrowed = <A>(pool: PoolImpl<A>, entry: Entry<A>): void => {
  */
 const awaitWaiter = <A>(pool: PoolImpl<A>, restore: Restore, waiter: Waiter<A>): Effect.Effect<Entry<A>, PoolError> =>
   Effect.catchAllCause(
-    restore(Effect.async<Entry<A>, PoolError>((resume) => {
+    restore(suspend<Entry<A>, PoolError>((resume) => {
       if (waiter.result !== undefined) return resume(waiter.result)
       waiter.resume = resume
     })),

@@ -1,6 +1,7 @@
 import type * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import { identity } from "effect/Function"
 import * as RuntimeFlags from "effect/RuntimeFlags"
 import * as RuntimeFlagsPatch from "effect/RuntimeFlagsPatch"
@@ -70,6 +71,29 @@ export const outcomes = <E, A, X, E2, R2>(
   onSuccess: (a: A) => Effect.Effect<X, E2, R2>
 ) => ({ onFailure, onSuccess })
 
+/**
+ * `Effect.async(register)` for a `register` that returns no canceler (the waits: a waiter's, a callback job's), as
+ * the one `Async` primitive the fiber runs, whose `register` the fiber calls as it suspends. `Effect.async` wraps
+ * that primitive in one of its own, run first, that calls `register` with a proxy of the resume: one more step
+ * and three more objects per wait, a tenth of a contended borrow. Built on effect 3's primitive class (the class of
+ * what `uninterruptible` returns), checked like the step (`verify`), with `Effect.async` as the fallback.
+ *
+ * @internal
+ */
+export const suspend = <A, E>(
+  register: (resume: (effect: Effect.Effect<A, E>) => void) => void
+): Effect.Effect<A, E> => {
+  if (!bareAsync) return Effect.async<A, E>((resume) => void register(resume))
+  const op = new Primitive("Async")
+  op.effect_instruction_i0 = register
+  op.effect_instruction_i1 = FiberId.none
+  return op as unknown as Effect.Effect<A, E>
+}
+
+/** effect 3's primitive class, as `uninterruptible`'s result shows it. */
+const Primitive = (probe as { constructor: unknown }).constructor as new(op: string) => FlagsPrimitive
+let bareAsync = native && new Primitive("Async")._op === "Async"
+
 /** What a step tells its body: whether `restore` makes interruptible, and the fiber it runs in. */
 const seen = maskedStep<readonly [boolean, boolean], never, never>((restore, fiber) =>
   Effect.flatMap(
@@ -79,18 +103,46 @@ const seen = maskedStep<readonly [boolean, boolean], never, never>((restore, fib
 )
 
 /**
+ * What `suspend` gives back: a value resumed from inside `register`, and one resumed later from outside the fiber;
+ * each waited for in a fiber of its own and only polled, so that a primitive that never resumes is a failed check,
+ * not a hung pool.
+ */
+const resumed = Effect.suspend(() => {
+  let later: ((effect: Effect.Effect<number>) => void) | undefined
+  const now = suspend<number, never>((resume) => resume(Effect.succeed(1)))
+  const waiting = suspend<number, never>((resume) => {
+    later = resume
+  })
+  const yields = Effect.repeatN(Effect.yieldNow(), 3)
+  return Effect.flatMap(Effect.all([Effect.fork(now), Effect.fork(waiting)]), (fibers) =>
+    Effect.zipRight(
+      Effect.zipRight(yields, Effect.sync(() => later?.(Effect.succeed(2)))),
+      Effect.zipRight(
+        yields,
+        Effect.flatMap(Effect.forEach(fibers, Fiber.poll), (polled) =>
+          Effect.as(
+            Effect.forEach(fibers, Fiber.interrupt, { discard: true }),
+            polled.map((exit) => exit._tag === "Some" && exit.value._tag === "Success" ? exit.value.value : -1)
+          ))
+      )
+    ))
+})
+
+/**
  * Checks, once per process, that a step restores the caller's interruptibility and names its fiber, from an
- * interruptible and from an uninterruptible caller; if not, steps are built from the combinators from now on.
+ * interruptible and from an uninterruptible caller, and that `suspend` resumes with what it is given; if not,
+ * steps are built from the combinators (and waits with `Effect.async`) from now on.
  *
  * @internal
  */
 export const verify: Effect.Effect<void> = Effect.suspend(() => {
   if (!native || verified) return Effect.void
   return Effect.map(
-    Effect.zip(Effect.interruptible(seen), Effect.uninterruptible(seen)),
-    ([[fromInterruptible, sameFiber1], [fromUninterruptible, sameFiber2]]) => {
+    Effect.all([Effect.interruptible(seen), Effect.uninterruptible(seen), resumed]),
+    ([[fromInterruptible, sameFiber1], [fromUninterruptible, sameFiber2], [now, later]]) => {
       verified = true
       native = fromInterruptible && !fromUninterruptible && sameFiber1 && sameFiber2
+      bareAsync = native && now === 1 && later === 2
     }
   )
 })
@@ -99,3 +151,6 @@ let verified = false
 
 /** Whether steps are the one primitive (true on the effect version this project pins), for tests. @internal */
 export const isOneStep = (): boolean => native
+
+/** Whether waits are the one `Async` primitive (true on the effect version this project pins), for tests. @internal */
+export const isOneAsync = (): boolean => bareAsync
