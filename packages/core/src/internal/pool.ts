@@ -44,7 +44,8 @@ import type { Job, Outcome, Start } from "./waiter.js"
 // - `state.ts`, `transitions.ts`: the state and its transitions (the only place plain fields are written under STM)
 // - `waiter.ts`: waiters and `withConnectionCallback`'s jobs
 // - `handoff.ts`: acquire, release, and the arrival of a new connection
-// - `step.ts`: the one uninterruptible step every borrow starts with (`uninterruptibleMask`, built once)
+// - `step.ts`: a borrow's shape in as few fiber steps as effect allows: the uninterruptible step it starts with,
+//   the wait it suspends in, the two handlers it ends with
 // - `checkout.ts`: validating a connection before it is lent, and trying again when it is broken
 // - `deadline.ts`: one `acquireTimeout` over waiting, connecting and validating; what `PoolTimeout` reports
 // - `callback.ts`: the `withConnectionCallback` path

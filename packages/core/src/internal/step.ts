@@ -7,9 +7,11 @@ import * as RuntimeFlags from "effect/RuntimeFlags"
 import * as RuntimeFlagsPatch from "effect/RuntimeFlagsPatch"
 import type { Restore } from "./handoff.js"
 
-// `uninterruptibleMask((restore) => withFiberRuntime((fiber) => body(restore, fiber)))` in one fiber step.
+// A borrow's shape in as few fiber steps as effect 3 allows: the uninterruptible step it starts with
+// (`maskedStep`), the wait it suspends in (`suspend`), and the handlers it ends with (`outcomes`).
 //
-// Every borrow starts with that mask: the transaction that queues a caller (or lends it a connection) and the
+// `maskedStep` is `uninterruptibleMask((restore) => withFiberRuntime((fiber) => body(restore, fiber)))` in one
+// fiber step. Every borrow starts with that mask: the transaction that queues a caller (or lends it a connection) and the
 // handler that cleans up after an interruption must not be separated by a point where the fiber can be
 // interrupted. Built with the combinators, it is three steps of the fiber and, per run, the mask's closures and
 // primitives; around a borrow that waits, that cost as much as the handoff itself.
