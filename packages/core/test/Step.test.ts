@@ -5,6 +5,15 @@ import { isOneAsync, isOneStep, maskedStep, suspend, verify } from "../src/inter
 // Every borrow starts with `maskedStep` (internal/step.ts): the mask and the fiber in one step of the fiber, built
 // on the primitive effect's `uninterruptible` is made of. These pin down that it is that primitive on the effect
 // version we run, and that it means what `uninterruptibleMask` + `withFiberRuntime` mean.
+describe("on the effect version we pin", () => {
+  it.effect("a borrow's step and wait are one primitive each, and verify as such", () =>
+    Effect.gen(function*() {
+      yield* verify
+      assert.isTrue(isOneStep())
+      assert.isTrue(isOneAsync())
+    }))
+})
+
 describe("a borrow's first step", () => {
   const probe = maskedStep<readonly [boolean, boolean, boolean], never, never>((restore, fiber) =>
     Effect.checkInterruptible((inside) =>
@@ -14,12 +23,6 @@ describe("a borrow's first step", () => {
       )
     )
   )
-
-  it.effect("is one primitive here, and verifies as such", () =>
-    Effect.gen(function*() {
-      yield* verify
-      assert.isTrue(isOneStep())
-    }))
 
   it.effect("runs uninterruptibly, restores an interruptible caller, and names the caller's fiber", () =>
     Effect.gen(function*() {
@@ -61,11 +64,6 @@ describe("a borrow's first step", () => {
 
 // A wait (`suspend`, internal/step.ts) is effect's bare `Async` primitive, without `Effect.async`'s wrapper.
 describe("a borrow's wait", () => {
-  it.effect("is one primitive here, and verifies as such", () =>
-    Effect.gen(function*() {
-      yield* verify
-      assert.isTrue(isOneAsync())
-    }))
 
   it.effect("resumes with what it is given, at once or later, and an interruption ends it", () =>
     Effect.gen(function*() {

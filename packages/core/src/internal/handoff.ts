@@ -15,8 +15,8 @@ import { overloaded, recordUse, shed } from "./overload.js"
 import type { PoolImpl } from "./pool.js"
 import { Entry, limitOf, type State } from "./state.js"
 import { modify, noTags, publishing, stats } from "./stats.js"
-import * as T from "./transitions.js"
 import { suspend } from "./step.js"
+import * as T from "./transitions.js"
 import { DONE_IN_START, RELEASED_IN_DONE, Waiter } from "./waiter.js"
 
 // The handoff: an acquire takes an idle connection or queues a waiter; a connection coming back (a release) or

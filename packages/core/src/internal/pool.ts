@@ -26,7 +26,12 @@ import { callback, releaseInDone } from "./callback.js"
 import {
   acquireIn,
   makeCheckInTransition,
-  makeTakeTransition, makeTakeTx, makeTryTakeTransition, makeTryTakeTx, releaseNow } from "./handoff.js"
+  makeTakeTransition,
+  makeTakeTx,
+  makeTryTakeTransition,
+  makeTryTakeTx,
+  releaseNow
+} from "./handoff.js"
 import type { Borrow } from "./leak.js"
 import * as lifecycle from "./lifecycle.js"
 import * as metrics from "./metrics.js"

@@ -195,6 +195,7 @@ class TcpPoolImpl implements TcpPool.TcpPool, Shared {
     })
   }
 
+  /** `f` on a connection of the endpoint's pool, with the lend / give-back bookkeeping around it (see `use`). */
   borrow<X, E, R>(
     ep: EndpointState,
     pool: ConnectionPool.ConnectionPool<ConnectionImpl>,
