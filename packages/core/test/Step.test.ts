@@ -1,16 +1,28 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber } from "effect"
-import { isOneAsync, isOneStep, maskedStep, suspend, verify } from "../src/internal/step.js"
+import { Cause, Deferred, Effect, Exit, Fiber } from "effect"
+import {
+  type FailureFrame,
+  interruptibly,
+  isFramed,
+  isOneAsync,
+  isOneStep,
+  maskedStep,
+  pushFrame,
+  restores,
+  suspend,
+  verify
+} from "../src/internal/step.js"
 
 // Every borrow starts with `maskedStep` (internal/step.ts): the mask and the fiber in one step of the fiber, built
 // on the primitive effect's `uninterruptible` is made of. These pin down that it is that primitive on the effect
 // version we run, and that it means what `uninterruptibleMask` + `withFiberRuntime` mean.
 describe("on the effect version we pin", () => {
-  it.effect("a borrow's step and wait are one primitive each, and verify as such", () =>
+  it.effect("a borrow's step and wait are one primitive each, its wait framed, and verify as such", () =>
     Effect.gen(function*() {
       yield* verify
       assert.isTrue(isOneStep())
       assert.isTrue(isOneAsync())
+      assert.isTrue(isFramed())
     }))
 })
 
@@ -78,5 +90,67 @@ describe("a borrow's wait", () => {
       const stuck = yield* Effect.fork(suspend<number, never>(() => {}))
       yield* Effect.yieldNow()
       assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(stuck)))
+    }))
+})
+
+describe("a framed wait", () => {
+  // what `callback.ts` builds for a contended borrow: the step, a frame pushed as the wait's handler, the wait
+  const framed = (seen: Array<string>, register: (resume: (effect: Effect.Effect<number, string>) => void) => void) =>
+    maskedStep<number, string, never>((restore, fiber) => {
+      const frame: FailureFrame = {
+        _op: "OnFailure",
+        effect_instruction_i1: (cause) =>
+          Effect.checkInterruptible((interruptible) => {
+            seen.push(`${Cause.isInterrupted(cause) ? "interrupted" : "failed"}, interruptible: ${interruptible}`)
+            return Effect.failCause(cause)
+          })
+      }
+      assert.isTrue(pushFrame(fiber, frame))
+      return suspend<number, string>((resume) => {
+        if (restores(restore)) interruptibly(fiber, resume)
+        register(resume)
+      })
+    })
+
+  it.effect("an interruption while it waits runs the handler, uninterruptibly, and ends the caller interrupted", () =>
+    Effect.gen(function*() {
+      yield* verify
+      const seen: Array<string> = []
+      const waiting = yield* Effect.fork(Effect.interruptible(framed(seen, () => {})))
+      yield* Effect.yieldNow()
+      assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(waiting)))
+      assert.deepStrictEqual(seen, ["interrupted, interruptible: false"])
+    }))
+
+  it.effect("a value skips the handler and leaves the caller as interruptible as it was; a failure is handled", () =>
+    Effect.gen(function*() {
+      const seen: Array<string> = []
+      const after = (effect: Effect.Effect<number, string>) =>
+        Effect.flatMap(effect, (n) => Effect.checkInterruptible((interruptible) => Effect.succeed([n, interruptible])))
+      assert.deepStrictEqual(yield* Effect.interruptible(after(framed(seen, (resume) => resume(Effect.succeed(1))))), [1, true])
+      assert.deepStrictEqual(yield* Effect.uninterruptible(after(framed(seen, (resume) => resume(Effect.succeed(2))))), [
+        2,
+        false
+      ])
+      assert.deepStrictEqual(seen, [])
+      const failed = yield* Effect.exit(framed(seen, (resume) => resume(Effect.fail("no"))))
+      assert.deepStrictEqual(failed, Exit.fail("no"))
+      assert.deepStrictEqual(seen, ["failed, interruptible: false"])
+    }))
+
+  it.effect("an uninterruptible caller is not woken by an interruption: it gets its value, then the interruption", () =>
+    Effect.gen(function*() {
+      const seen: Array<string> = []
+      let later: ((effect: Effect.Effect<number, string>) => void) | undefined
+      const waiting = yield* Effect.fork(Effect.uninterruptible(framed(seen, (resume) => {
+        later = resume
+      })))
+      yield* Effect.yieldNow()
+      yield* Fiber.interruptFork(waiting)
+      yield* Effect.repeatN(Effect.yieldNow(), 3)
+      assert.isTrue((yield* Fiber.poll(waiting))._tag === "None")
+      later!(Effect.succeed(3))
+      assert.isTrue(Exit.isInterrupted(yield* Fiber.await(waiting)))
+      assert.deepStrictEqual(seen, [])
     }))
 })

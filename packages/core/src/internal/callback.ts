@@ -23,7 +23,7 @@ import {
 import * as nested from "./nested.js"
 import type { PoolImpl } from "./pool.js"
 import { Entry } from "./state.js"
-import { maskedStep, suspend } from "./step.js"
+import { interruptibly, maskedStep, pushFrame, restores, suspend } from "./step.js"
 import { transact } from "./stats.js"
 import * as T from "./transitions.js"
 import { CALLER_RELEASES, DONE_IN_START, Job, type Outcome, RELEASED_IN_DONE, type Start, Waiter } from "./waiter.js"
@@ -70,17 +70,25 @@ const borrow = <A>(
   const take = commitTraced(pool, fiber, pool.takeTransition)
   if (take instanceof Entry) {
     const now = pool.now()
-    const job = new Job(start, pool.clock, pool.releaseInDone)
-    if (servable(pool, take, now)) return runOn(pool, restore, job, borrowed(pool, take, now, undefined)) // hot path
-    return Effect.flatMap(checkout(pool, restore, false, take, budgetFrom(pool, now)), (entry) => runOn(pool, restore, job, entry))
+    const job = new Job(start, pool.clock, pool.releaseInDone, pool.waitFailed)
+    if (servable(pool, take, now)) return runOn(pool, restore, job, borrowed(pool, take, now, undefined), fiber) // hot path
+    return Effect.flatMap(
+      checkout(pool, restore, false, take, budgetFrom(pool, now)),
+      (entry) => runOn(pool, restore, job, entry, undefined)
+    )
   }
   if (take instanceof Waiter) {
-    const job = new Job(start, pool.clock, pool.releaseInDone)
+    const job = new Job(start, pool.clock, pool.releaseInDone, pool.waitFailed)
     // each handoff checked first (`validationBypass: 0`): the plain wait, then the job starts on what it got
-    if (validatesHandoffs(pool)) return Effect.flatMap(waitAs(pool, restore, take), (entry) => runOn(pool, restore, job, entry))
+    if (validatesHandoffs(pool)) {
+      return Effect.flatMap(waitAs(pool, restore, take), (entry) => runOn(pool, restore, job, entry, undefined))
+    }
     // attached in the step that queued it: whoever takes the waiter from now on starts the job
     take.job = job
-    const wait = waitFor(pool, take, awaitJob(pool, restore, job, take))
+    job.waiter = take
+    // the contended hot path: nothing to start or trace around the wait, which is framed right here
+    if (take.spawn === 0 && !take.wake && !take.traced && pushFrame(fiber, job)) return framedWait(job, restore, fiber)
+    const wait = waitFor(pool, take, awaitJob(restore, job))
     return take.traced ? traced(pool, job, wait) : wait
   }
   return refused(pool, take)
@@ -88,15 +96,23 @@ const borrow = <A>(
 
 /**
  * Starts the job on a connection its caller got. Done at once (a synchronous driver): the connection goes back in
- * this same step and the outcome is the operation's exit, with no suspension.
+ * this same step and the outcome is the operation's exit, with no suspension. `fiber` when this is the borrow's
+ * step, whose wait can be framed.
  */
-const runOn = <A>(pool: PoolImpl<A>, restore: Restore, job: Job<A>, entry: Entry<A>): Outcome => {
+const runOn = <A>(
+  pool: PoolImpl<A>,
+  restore: Restore,
+  job: Job<A>,
+  entry: Entry<A>,
+  fiber: Fiber.RuntimeFiber<any, any> | undefined
+): Outcome => {
   job.run(entry)
   if (job.released === DONE_IN_START) {
     job.released = RELEASED_IN_DONE
     return giveBack(pool, job, entry, job.outcome as Exit.Exit<unknown, unknown>)
   }
-  return job.outcome !== undefined ? job.outcome : awaitJob(pool, restore, job, undefined)
+  if (job.outcome !== undefined) return job.outcome
+  return fiber !== undefined && pushFrame(fiber, job) ? framedWait(job, restore, fiber) : awaitJob(restore, job)
 }
 
 /** A traced wait: a `ConnectionPool.acquire` span until the job starts (or its caller stops waiting). */
@@ -166,18 +182,39 @@ const takeOwed = <A>(job: Job<A>): Effect.Effect<void> | undefined => {
 }
 
 /**
- * Suspends until the job's outcome (see `Outcome`); `interrupted` runs after `restore`, where a handler still
- * runs for an interrupted fiber (an interruption pending when the caller turns interruptible fails `restore` at
- * once, before any canceler is registered).
+ * Suspends until the job's outcome (see `Outcome`); the job's handler (`waitFailed`) runs after `restore`, where a
+ * handler still runs for an interrupted fiber (an interruption pending when the caller turns interruptible fails
+ * `restore` at once, before any canceler is registered).
  */
-const awaitJob = <A>(pool: PoolImpl<A>, restore: Restore, job: Job<A>, waiter: Waiter<A> | undefined): Outcome =>
+const awaitJob = <A>(restore: Restore, job: Job<A>): Outcome =>
   Effect.catchAllCause(
     restore(suspend<unknown, unknown>((resume) => {
       if (job.outcome !== undefined) return resume(job.outcome)
       job.resume = resume
     })),
-    (cause) => Cause.isInterrupted(cause) ? interrupted(pool, job, waiter, cause) : stopped(job, cause)
+    (cause) => job.onFailure(job, cause)
   )
+
+/**
+ * `awaitJob` in one primitive, the job already on the fiber's stack as the wait's handler (`step.pushFrame`): the
+ * wait turns interruptible in its `register`, where `restore` would have made it so.
+ */
+const framedWait = <A>(job: Job<A>, restore: Restore, fiber: Fiber.RuntimeFiber<any, any>): Outcome => {
+  const interruptible = restores(restore)
+  return suspend<unknown, unknown>((resume) => {
+    if (job.outcome !== undefined) return resume(job.outcome)
+    job.resume = resume
+    if (interruptible) interruptibly(fiber, resume)
+  })
+}
+
+/**
+ * A job's caller stopped waiting with a failure: interrupted (see `interrupted`), or its operation failed.
+ *
+ * @internal
+ */
+export const waitFailed = <A>(pool: PoolImpl<A>, job: Job<A>, cause: Cause.Cause<unknown>): Outcome =>
+  Cause.isInterrupted(cause) ? interrupted(pool, job, job.waiter, cause) : stopped(job, cause)
 
 /** A failure other than an interruption: whatever the outcome owed is done first (it normally already was). */
 const stopped = <A>(job: Job<A>, cause: Cause.Cause<unknown>): Outcome => {

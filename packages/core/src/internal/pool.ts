@@ -1,3 +1,4 @@
+import type * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -22,7 +23,7 @@ import * as TRef from "effect/TRef"
 import type * as ConnectionPool from "../ConnectionPool.js"
 import type { InvalidConfig, PoolError } from "../PoolError.js"
 import type { PoolStats } from "../PoolStats.js"
-import { callback, releaseInDone } from "./callback.js"
+import { callback, releaseInDone, waitFailed } from "./callback.js"
 import {
   acquireIn,
   makeCheckInTransition,
@@ -50,7 +51,7 @@ import type { Job, Outcome, Start } from "./waiter.js"
 // - `waiter.ts`: waiters and `withConnectionCallback`'s jobs
 // - `handoff.ts`: acquire, release, and the arrival of a new connection
 // - `step.ts`: a borrow's shape in as few fiber steps as effect allows: the uninterruptible step it starts with,
-//   the wait it suspends in, the two handlers it ends with
+//   the wait it suspends in (its handler a frame pushed on the fiber), the two handlers it ends with
 // - `checkout.ts`: validating a connection before it is lent, and trying again when it is broken
 // - `deadline.ts`: one `acquireTimeout` over waiting, connecting and validating; what `PoolTimeout` reports
 // - `callback.ts`: the `withConnectionCallback` path
@@ -102,6 +103,8 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
   readonly commit: Committer<State<A>>
   /** A `withConnectionCallback` job's `done` gives its connection back through this (see `callback.ts`). */
   readonly releaseInDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => Outcome
+  /** A `withConnectionCallback` job's wait failed (see `callback.waitFailed`). */
+  readonly waitFailed: (job: Job<A>, cause: Cause.Cause<unknown>) => Outcome
   /** Scratch for the acquire transaction: whether its caller runs under a span. */
   traced = false
   /** Scratch for the release transaction (`handoff.checkInNow`): the connection coming back, and whether expired. */
@@ -144,6 +147,7 @@ export class PoolImpl<A> implements ConnectionPool.ConnectionPool<A> {
       : () => Number(clock.unsafeCurrentTimeNanos()) / 1e6
     this.commit = committer ?? ((f) => runSync(STM.commit(TRef.modify(state, f))))
     this.releaseInDone = (job, exit) => releaseInDone(this, job, exit)
+    this.waitFailed = (job, cause) => waitFailed(this, job, cause)
     this.metrics = metrics.forPool(options.name)
     this.spanOptions = {
       kind: "client",

@@ -1,5 +1,6 @@
-import type * as Cause from "effect/Cause"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import { identity } from "effect/Function"
@@ -8,7 +9,8 @@ import * as RuntimeFlagsPatch from "effect/RuntimeFlagsPatch"
 import type { Restore } from "./handoff.js"
 
 // A borrow's shape in as few fiber steps as effect 3 allows: the uninterruptible step it starts with
-// (`maskedStep`), the wait it suspends in (`suspend`), and the handlers it ends with (`outcomes`).
+// (`maskedStep`), the wait it suspends in (`suspend`), the wait's handler pushed as a frame rather than built
+// around it (`pushFrame`, `interruptibly`), and the handlers it ends with (`outcomes`).
 //
 // `maskedStep` is `uninterruptibleMask((restore) => withFiberRuntime((fiber) => body(restore, fiber)))` in one
 // fiber step. Every borrow starts with that mask: the transaction that queues a caller (or lends it a connection) and the
@@ -92,9 +94,76 @@ export const suspend = <A, E>(
   return op as unknown as Effect.Effect<A, E>
 }
 
+/**
+ * A handler the fiber runs when what follows fails: effect 3's `OnFailure` continuation, as `catchAllCause` pushes
+ * it, with the handler as a method (the fiber calls it on the frame), so that an object a borrow makes anyway (a
+ * callback job) can be its own handler.
+ *
+ * @internal
+ */
+export interface FailureFrame {
+  readonly _op: "OnFailure"
+  effect_instruction_i1(cause: Cause.Cause<unknown>): Effect.Effect<unknown, unknown>
+}
+
+/** What a framed wait reaches into: effect 3's `FiberRuntime` members beyond the `RuntimeFiber` interface. */
+interface FiberInternals {
+  pushStack(frame: unknown): void
+  isInterrupted(): boolean
+  getInterruptedCause(): Cause.Cause<never>
+  _asyncInterruptor: ((effect: Effect.Effect<unknown, unknown>) => void) | null
+}
+
+/**
+ * For a step's body that is about to suspend: puts `frame` on the fiber's stack, so that it handles any failure of
+ * the wait (the step's mask still around it, so the handler runs uninterruptibly), and returns true; or returns
+ * false when waits cannot be framed here (see `verify`), and the caller builds the wait with the combinators.
+ *
+ * This is `catchAllCause(restore(wait), handler)` without its two primitives, the closure and the flags frame:
+ * the wait stays uninterruptible in the fiber's flags, and `interruptibly` (in the wait's `register`) makes it
+ * interruptible where `restore` would have, by arming the fiber's async interruptor as effect does for an
+ * interruptible `Async`. An interruption of the waiting fiber resumes it with the interruption, which the frame
+ * handles (uninterruptible: effect skips handlers only in an interruptible fiber); the mask's own frame then
+ * makes the fiber as interruptible as it was, and re-raises the interruption. On success the frame is skipped.
+ *
+ * @internal
+ */
+export const pushFrame = (fiber: Fiber.RuntimeFiber<any, any>, frame: FailureFrame): boolean => {
+  if (!framed) return false
+  ;(fiber as unknown as FiberInternals).pushStack(frame)
+  return true
+}
+
+/**
+ * In a framed wait's `register`, for a caller that `restore` would have made interruptible: an interruption of the
+ * fiber from now on resumes it (with the interruption), and one that came while it was uninterruptible resumes it
+ * at once, as `restore` would have failed then.
+ *
+ * @internal
+ */
+export const interruptibly = (
+  fiber: Fiber.RuntimeFiber<any, any>,
+  resume: (effect: Effect.Effect<any, any>) => void
+): void => {
+  const internals = fiber as unknown as FiberInternals
+  if (internals.isInterrupted()) return resume(Exit.failCause(internals.getInterruptedCause()))
+  internals._asyncInterruptor = resume
+}
+
+/** Whether `restore` makes what it wraps interruptible (the caller was), for a framed wait. @internal */
+export const restores = (restore: Restore): boolean => restore !== identity
+
 /** effect 3's primitive class, as `uninterruptible`'s result shows it. */
 const Primitive = (probe as { constructor: unknown }).constructor as new(op: string) => FlagsPrimitive
 let bareAsync = native && new Primitive("Async")._op === "Async"
+
+/** Whether a fiber has the members a framed wait uses (looked at on the first fiber `verify` sees). */
+const hasInternals = (fiber: Fiber.RuntimeFiber<any, any>): boolean => {
+  const internals = fiber as unknown as Partial<FiberInternals>
+  return typeof internals.pushStack === "function" && typeof internals.isInterrupted === "function" &&
+    typeof internals.getInterruptedCause === "function" && "_asyncInterruptor" in internals
+}
+let framed = bareAsync
 
 /** What a step tells its body: whether `restore` makes interruptible, and the fiber it runs in. */
 const seen = maskedStep<readonly [boolean, boolean], never, never>((restore, fiber) =>
@@ -130,6 +199,85 @@ const resumed = Effect.suspend(() => {
     ))
 })
 
+/** A framed wait as a borrow builds one: `handled` records what the frame's handler saw. */
+const framedWait = (handled: Array<string>, later: (resume: (effect: Effect.Effect<number, string>) => void) => void) =>
+  maskedStep<number, string, never>((restore, fiber) => {
+    const frame: FailureFrame = {
+      _op: "OnFailure",
+      effect_instruction_i1: (cause) =>
+        Effect.flatMap(
+          Effect.checkInterruptible((interruptible) => Effect.succeed(interruptible)),
+          (interruptible) => {
+            handled.push(`${Cause.isInterrupted(cause) ? "interrupted" : "failed"}:${interruptible}`)
+            return Effect.failCause(cause)
+          }
+        )
+    }
+    if (!hasInternals(fiber)) return Effect.fail("no internals")
+    ;(fiber as unknown as FiberInternals).pushStack(frame)
+    return Effect.flatMap(
+      suspend<number, string>((resume) => {
+        if (restores(restore)) interruptibly(fiber, resume)
+        later(resume)
+      }),
+      (n) => Effect.succeed(n)
+    )
+  })
+
+/**
+ * What framed waits do, each in a fiber of its own and only polled: one interrupted while it waits (its handler
+ * runs, uninterruptibly; the fiber ends interrupted), one resumed with a value (the caller is interruptible
+ * again after it), one resumed with a failure (handled, then re-raised); and one in an uninterruptible caller,
+ * which an interruption does not wake.
+ */
+const framedWaits = Effect.suspend(() => {
+  const handled: Array<string> = []
+  const resumes: Array<(effect: Effect.Effect<number, string>) => void> = []
+  let stuck: ((effect: Effect.Effect<number, string>) => void) | undefined
+  const keep = (resume: (effect: Effect.Effect<number, string>) => void) => void resumes.push(resume)
+  const interruptibleAfter = Effect.flatMap(
+    framedWait(handled, keep),
+    (n) => Effect.checkInterruptible((interruptible) => Effect.succeed(interruptible ? n : -n))
+  )
+  const yields = Effect.repeatN(Effect.yieldNow(), 3)
+  return Effect.flatMap(
+    Effect.all([
+      Effect.fork(Effect.interruptible(framedWait(handled, () => {}))),
+      Effect.fork(Effect.interruptible(interruptibleAfter)),
+      Effect.fork(Effect.interruptible(framedWait(handled, keep))),
+      // a daemon: a fiber the check cannot end (a future effect) must not hold up the one that runs the check
+      Effect.forkDaemon(Effect.uninterruptible(framedWait(handled, (resume) => {
+        stuck = resume
+      })))
+    ]),
+    (fibers) =>
+      Effect.zipRight(
+        Effect.zipRight(
+          yields,
+          Effect.sync(() => {
+            fibers[0].unsafeInterruptAsFork(FiberId.none)
+            fibers[3].unsafeInterruptAsFork(FiberId.none)
+            resumes[0]?.(Effect.succeed(5))
+            resumes[1]?.(Effect.fail("x"))
+          })
+        ),
+        Effect.zipRight(
+          yields,
+          Effect.flatMap(Effect.forEach(fibers, Fiber.poll), (polled) => {
+            const [interrupted, succeeded, failed, uninterruptible] = polled
+            const ok = interrupted._tag === "Some" && Exit.isInterrupted(interrupted.value) &&
+              succeeded._tag === "Some" && Exit.isSuccess(succeeded.value) && succeeded.value.value === 5 &&
+              failed._tag === "Some" && Exit.isFailure(failed.value) && !Exit.isInterrupted(failed.value) &&
+              uninterruptible._tag === "None" &&
+              handled.length === 2 && handled.includes("interrupted:false") && handled.includes("failed:false")
+            stuck?.(Effect.succeed(0)) // so that it ends (interrupted) rather than outlive the check
+            return Effect.as(Effect.forEach(fibers, Fiber.interruptFork, { discard: true }), ok)
+          })
+        )
+      )
+  )
+})
+
 /**
  * Checks, once per process, that a step restores the caller's interruptibility and names its fiber, from an
  * interruptible and from an uninterruptible caller, and that `suspend` resumes with what it is given; if not,
@@ -142,10 +290,16 @@ export const verify: Effect.Effect<void> = Effect.suspend(() => {
   return Effect.map(
     Effect.all([Effect.interruptible(seen), Effect.uninterruptible(seen), resumed]),
     ([[fromInterruptible, sameFiber1], [fromUninterruptible, sameFiber2], [now, later]]) => {
-      verified = true
       native = fromInterruptible && !fromUninterruptible && sameFiber1 && sameFiber2
       bareAsync = native && now === 1 && later === 2
+      framed = bareAsync
     }
+  ).pipe(
+    Effect.zipRight(Effect.suspend(() => framed ? framedWaits : Effect.succeed(false))),
+    Effect.map((ok) => {
+      verified = true
+      framed = ok
+    })
   )
 })
 
@@ -156,3 +310,6 @@ export const isOneStep = (): boolean => native
 
 /** Whether waits are the one `Async` primitive (true on the effect version this project pins), for tests. @internal */
 export const isOneAsync = (): boolean => bareAsync
+
+/** Whether waits are framed (`pushFrame`; true on the effect version this project pins), for tests. @internal */
+export const isFramed = (): boolean => framed

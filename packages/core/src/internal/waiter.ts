@@ -1,3 +1,4 @@
+import type * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -126,12 +127,26 @@ export class Job<A> {
   owed: Effect.Effect<void> | undefined = undefined
   /** The operation's `done`, bound to this job once it starts. */
   done: ((exit: Exit.Exit<unknown, unknown>) => void) | undefined = undefined
+  /** The waiter it was queued as, if it was. */
+  waiter: Waiter<A> | undefined = undefined
+  /**
+   * A job is also the frame of its caller's wait (`step.pushFrame`): effect's `OnFailure` continuation, whose
+   * handler is `effect_instruction_i1`.
+   */
+  readonly _op = "OnFailure"
   constructor(
     readonly start: Start<A>,
     readonly clock: Clock.Clock,
     /** Gives the connection back from inside `done`, once the operation is over; returns the caller's outcome. */
-    readonly onDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => Outcome
+    readonly onDone: (job: Job<A>, exit: Exit.Exit<unknown, unknown>) => Outcome,
+    /** What the caller does when its wait fails: interrupted, or the operation failed (`callback.waitFailed`). */
+    readonly onFailure: (job: Job<A>, cause: Cause.Cause<unknown>) => Outcome
   ) {}
+
+  /** The wait's failure handler, as the fiber calls it on the frame. */
+  effect_instruction_i1(cause: Cause.Cause<unknown>): Outcome {
+    return this.onFailure(this, cause)
+  }
 
   settle(outcome: Outcome): void {
     if (this.outcome !== undefined) return
