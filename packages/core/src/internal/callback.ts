@@ -40,8 +40,9 @@ import { CALLER_RELEASES, DONE_IN_START, Job, type Outcome, RELEASED_IN_DONE, ty
 // connection is back in the pool by then. What that costs in care:
 // - the step runs under `uninterruptibleMask`: a caller is never interrupted between the transaction that queued
 //   it (or lent it a connection) and the moment it can clean that up;
-// - an interruption while it waits cancels it in `interrupted`, after `restore` (the only place a handler runs
-//   for an interrupted fiber);
+// - an interruption while it waits cancels it in `interrupted`, run uninterruptibly (effect skips handlers in an
+//   interruptible fiber that was interrupted): after `restore` on the combinators' path, or from the job itself,
+//   pushed on the fiber as the wait's frame, on the contended hot path (`framedWait`);
 // - whatever giving the connection back still takes in the caller's fiber (closing it) is the job's `owed`,
 //   taken exactly once: by the outcome the caller is resumed with, or by `interrupted` when the interruption
 //   reached the fiber first and the resume was dropped.

@@ -163,7 +163,8 @@ const hasInternals = (fiber: Fiber.RuntimeFiber<any, any>): boolean => {
   return typeof internals.pushStack === "function" && typeof internals.isInterrupted === "function" &&
     typeof internals.getInterruptedCause === "function" && "_asyncInterruptor" in internals
 }
-let framed = bareAsync
+/** Set by `verify` only: the probes use the internals directly, and no pool borrows before its `verify`. */
+let framed = false
 
 /** What a step tells its body: whether `restore` makes interruptible, and the fiber it runs in. */
 const seen = maskedStep<readonly [boolean, boolean], never, never>((restore, fiber) =>
@@ -199,8 +200,8 @@ const resumed = Effect.suspend(() => {
     ))
 })
 
-/** A framed wait as a borrow builds one: `handled` records what the frame's handler saw. */
-const framedWait = (handled: Array<string>, later: (resume: (effect: Effect.Effect<number, string>) => void) => void) =>
+/** A framed wait shaped as a borrow's (`callback.framedWait`): `handled` records what the frame's handler saw. */
+const probeWait = (handled: Array<string>, later: (resume: (effect: Effect.Effect<number, string>) => void) => void) =>
   maskedStep<number, string, never>((restore, fiber) => {
     const frame: FailureFrame = {
       _op: "OnFailure",
@@ -215,13 +216,10 @@ const framedWait = (handled: Array<string>, later: (resume: (effect: Effect.Effe
     }
     if (!hasInternals(fiber)) return Effect.fail("no internals")
     ;(fiber as unknown as FiberInternals).pushStack(frame)
-    return Effect.flatMap(
-      suspend<number, string>((resume) => {
-        if (restores(restore)) interruptibly(fiber, resume)
-        later(resume)
-      }),
-      (n) => Effect.succeed(n)
-    )
+    return suspend<number, string>((resume) => {
+      if (restores(restore)) interruptibly(fiber, resume)
+      later(resume)
+    })
   })
 
 /**
@@ -236,17 +234,17 @@ const framedWaits = Effect.suspend(() => {
   let stuck: ((effect: Effect.Effect<number, string>) => void) | undefined
   const keep = (resume: (effect: Effect.Effect<number, string>) => void) => void resumes.push(resume)
   const interruptibleAfter = Effect.flatMap(
-    framedWait(handled, keep),
+    probeWait(handled, keep),
     (n) => Effect.checkInterruptible((interruptible) => Effect.succeed(interruptible ? n : -n))
   )
   const yields = Effect.repeatN(Effect.yieldNow(), 3)
   return Effect.flatMap(
     Effect.all([
-      Effect.fork(Effect.interruptible(framedWait(handled, () => {}))),
+      Effect.fork(Effect.interruptible(probeWait(handled, () => {}))),
       Effect.fork(Effect.interruptible(interruptibleAfter)),
-      Effect.fork(Effect.interruptible(framedWait(handled, keep))),
+      Effect.fork(Effect.interruptible(probeWait(handled, keep))),
       // a daemon: a fiber the check cannot end (a future effect) must not hold up the one that runs the check
-      Effect.forkDaemon(Effect.uninterruptible(framedWait(handled, (resume) => {
+      Effect.forkDaemon(Effect.uninterruptible(probeWait(handled, (resume) => {
         stuck = resume
       })))
     ]),
@@ -280,8 +278,9 @@ const framedWaits = Effect.suspend(() => {
 
 /**
  * Checks, once per process, that a step restores the caller's interruptibility and names its fiber, from an
- * interruptible and from an uninterruptible caller, and that `suspend` resumes with what it is given; if not,
- * steps are built from the combinators (and waits with `Effect.async`) from now on.
+ * interruptible and from an uninterruptible caller, that `suspend` resumes with what it is given, and that a
+ * framed wait handles, restores and ignores interruptions as `catchAllCause(restore(wait))` would (`framedWaits`);
+ * what fails is built from the combinators from now on (steps, waits with `Effect.async`, unframed waits).
  *
  * @internal
  */
@@ -292,10 +291,9 @@ export const verify: Effect.Effect<void> = Effect.suspend(() => {
     ([[fromInterruptible, sameFiber1], [fromUninterruptible, sameFiber2], [now, later]]) => {
       native = fromInterruptible && !fromUninterruptible && sameFiber1 && sameFiber2
       bareAsync = native && now === 1 && later === 2
-      framed = bareAsync
     }
   ).pipe(
-    Effect.zipRight(Effect.suspend(() => framed ? framedWaits : Effect.succeed(false))),
+    Effect.zipRight(Effect.suspend(() => bareAsync ? framedWaits : Effect.succeed(false))),
     Effect.map((ok) => {
       verified = true
       framed = ok

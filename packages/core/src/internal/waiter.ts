@@ -6,6 +6,7 @@ import type * as Tracer from "effect/Tracer"
 import type { PoolError } from "../PoolError.js"
 import type { Budget } from "./deadline.js"
 import type { Entry } from "./state.js"
+import type { FailureFrame } from "./step.js"
 
 /** A waiter's `status`; written only by the transitions in `transitions.ts`. @internal */
 export const WAITING = 0
@@ -102,7 +103,7 @@ export const DONE_IN_START = 3
  *
  * @internal
  */
-export class Job<A> {
+export class Job<A> implements FailureFrame {
   /** The connection it runs on, once started. */
   entry: Entry<A> | undefined = undefined
   /** Its caller was interrupted after a release took it but before the operation started: not started at all. */
